@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/blitzscale/router/discovery"
+	"github.com/blitzscale/router/discovery/static"
+	"github.com/blitzscale/router/routing"
+	"github.com/blitzscale/router/sidecar"
+)
+
+// sidecarFlags are the flags of `blitzscale sidecar`.
+type sidecarFlags struct {
+	config, listen, registry, service, staticFile       string
+	etcdEndpoints, etcdPrefix, consulAddr               string
+	logLevel, logFormat, authTokenFile, upstreamKeyFile string
+	cfg                                                 sidecar.Config
+}
+
+func (f *sidecarFlags) register(fs *flag.FlagSet, getenv func(string) string) {
+	consul := getenv("CONSUL_HTTP_ADDR")
+	if consul == "" {
+		consul = "127.0.0.1:8500"
+	}
+	fs.StringVar(&f.config, "config", "", "YAML file whose keys are these flag names")
+	fs.StringVar(&f.listen, "listen", sidecar.DefaultListen, "address to serve the OpenAI API on (non-loopback needs --auth-token-file)")
+	fs.StringVar(&f.registry, "registry", "static", "where instances come from: static (embedded, etcd and consul are not wired yet)")
+	fs.StringVar(&f.service, "service", "llm", "service name of the inference instances in the registry")
+	fs.StringVar(&f.staticFile, "static-file", "", "YAML or JSON list of instances (--registry static); re-read when it changes")
+	fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd host:port or URLs")
+	fs.StringVar(&f.etcdPrefix, "etcd-prefix", "/blitzscale", "etcd key prefix")
+	fs.StringVar(&f.consulAddr, "consul-addr", consul, "Consul agent address (default from CONSUL_HTTP_ADDR)")
+	fs.StringVar(&f.cfg.SidecarID, "sidecar-id", "", "this sidecar's id in the registry (default: host name)")
+	fs.StringVar(&f.cfg.Policy, "policy", sidecar.DefaultPolicy, "routing policy: "+strings.Join(routing.Policies, ", "))
+	fs.Int64Var(&f.cfg.MaxBodyBytes, "max-body-bytes", sidecar.DefaultMaxBodyBytes, "largest request body accepted (413 above)")
+	fs.DurationVar(&f.cfg.ConnectTimeout, "connect-timeout", sidecar.DefaultConnectTimeout, "timeout to connect to an instance")
+	fs.DurationVar(&f.cfg.FirstByteTimeout, "first-byte-timeout", sidecar.DefaultFirstByteTimeout, "timeout for an instance's response headers (prefill can be slow)")
+	fs.DurationVar(&f.cfg.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "how long open streams may finish after SIGTERM")
+	fs.DurationVar(&f.cfg.ReadHeaderTimeout, "read-header-timeout", sidecar.DefaultReadHeaderTimeout, "how long a client may take to send its headers")
+	fs.IntVar(&f.cfg.MaxRetries, "max-retries", sidecar.DefaultMaxRetries, "other instances to try after a failure before the first byte (-1: none)")
+	for _, p := range []struct {
+		name string
+		l    *routing.RateLimit
+	}{{"high", &f.cfg.Admission.High}, {"normal", &f.cfg.Admission.Normal}, {"low", &f.cfg.Admission.Low}} {
+		fs.Float64Var(&p.l.Rate, "rate-"+p.name, 0, "admitted "+p.name+"-priority requests per second (0: unlimited)")
+		fs.IntVar(&p.l.Burst, "burst-"+p.name, 0, "burst of the "+p.name+"-priority token bucket (0: max(1, rate))")
+	}
+	fs.StringVar(&f.authTokenFile, "auth-token-file", "", "file holding the bearer token clients must send (required off loopback)")
+	fs.StringVar(&f.upstreamKeyFile, "upstream-api-key-file", "", "file holding the API key sent to instances instead of the client's Authorization")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+}
+
+// validate checks what the sidecar package cannot: addresses, files, the
+// registry choice. Errors name the flag.
+func (f *sidecarFlags) validate() error {
+	host, _, err := net.SplitHostPort(f.listen)
+	if err != nil {
+		return usageErr("listen: %q: %v", f.listen, err)
+	}
+	if !isLoopback(host) && f.authTokenFile == "" {
+		return usageErr("listen: %q is not a loopback address; serving off the host requires --auth-token-file", f.listen)
+	}
+	if f.service == "" {
+		return usageErr("service: must not be empty")
+	}
+	switch f.registry {
+	case "static":
+		if f.staticFile == "" {
+			return usageErr("static-file: required with --registry static")
+		}
+	case "embedded", "etcd", "consul":
+		return usageErr("registry: %q is not available in this build yet (use static)", f.registry)
+	default:
+		return usageErr("registry: %q: want embedded, etcd, consul or static", f.registry)
+	}
+	if _, err := parseLevel(f.logLevel); err != nil {
+		return usageErr("log-level: %v", err)
+	}
+	if f.logFormat != "text" && f.logFormat != "json" {
+		return usageErr("log-format: %q: want text or json", f.logFormat)
+	}
+	if err := f.cfg.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+func newLogger(e env, level, format string) *slog.Logger {
+	l, _ := parseLevel(level)
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(e.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, opts))
+}
+
+func readSecret(flagName, path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", usageErr("%s: %v", flagName, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", usageErr("%s: %s is empty", flagName, path)
+	}
+	return s, nil
+}
+
+func runSidecar(ctx context.Context, args []string, e env) error {
+	var f sidecarFlags
+	fs := newFlagSet("sidecar", e)
+	f.register(fs, e.getenv)
+	if err := parse(fs, args, e); err != nil {
+		return err
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+	var err error
+	if f.cfg.AuthToken, err = readSecret("auth-token-file", f.authTokenFile); err != nil {
+		return err
+	}
+	if f.cfg.UpstreamAPIKey, err = readSecret("upstream-api-key-file", f.upstreamKeyFile); err != nil {
+		return err
+	}
+	f.cfg.Logger = newLogger(e, f.logLevel, f.logFormat)
+	src, err := f.source()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return serveSidecar(ctx, f.cfg, ln, src)
+}
+
+// source builds the discovery source the flags name. A static file is read
+// once here so that a bad file is a usage error (exit 2), not a sidecar that
+// never becomes ready.
+func (f *sidecarFlags) source() (discovery.Source, error) {
+	if _, err := static.Load(f.staticFile); err != nil {
+		return nil, usageErr("static-file: %v", err)
+	}
+	src := static.New(f.staticFile)
+	src.Logger = f.cfg.Logger
+	return src, nil
+}
+
+func serveSidecar(ctx context.Context, cfg sidecar.Config, ln net.Listener, src discovery.Source) error {
+	s, err := sidecar.New(cfg)
+	if err != nil {
+		ln.Close()
+		return usageErr("%v", err)
+	}
+	start := time.Now()
+	err = s.Run(ctx, ln, src)
+	cfg.Logger.Info("sidecar stopped", "uptime", time.Since(start).Round(time.Second))
+	return err
+}

@@ -1,0 +1,11 @@
+package discovery
+
+import "errors"
+
+// Sentinels of this package, inspected with errors.Is.
+var (
+	// ErrInvalidInstance marks an instance that breaks the registry contract.
+	ErrInvalidInstance = errors.New("discovery: invalid instance")
+	// ErrDuplicateID marks two instances with the same id in one snapshot.
+	ErrDuplicateID = errors.New("discovery: duplicate instance id")
+)

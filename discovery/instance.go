@@ -1,0 +1,125 @@
+package discovery
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Instance is one inference server (vLLM, SGLang, TGI or any
+// OpenAI-compatible engine) as a registry describes it. The JSON form is the
+// registry contract of DESIGN.md; the YAML tags serve the static file.
+type Instance struct {
+	// ID names the instance uniquely within a service. Required; no '/'
+	// because it is the last segment of a registry key.
+	ID string `json:"id" yaml:"id"`
+	// Address is host:port of the engine's OpenAI-compatible HTTP server.
+	Address string `json:"address" yaml:"address"`
+	// Models lists the model ids (and adapters, e.g. "base:lora") served.
+	Models []string `json:"models" yaml:"models"`
+	// Meta holds scalar attributes such as engine, zone, max_model_len.
+	Meta map[string]string `json:"meta,omitempty" yaml:"meta,omitempty"`
+	// Weight scales the instance's share of load. Zero means the default, 1.
+	Weight int `json:"weight,omitempty" yaml:"weight,omitempty"`
+	// Draining takes the instance out of new routing; open streams finish.
+	Draining bool `json:"draining,omitempty" yaml:"draining,omitempty"`
+}
+
+// DefaultWeight is the weight of an instance that states none.
+const DefaultWeight = 1
+
+// EffectiveWeight returns Weight, or DefaultWeight when it is zero.
+func (in Instance) EffectiveWeight() int {
+	if in.Weight == 0 {
+		return DefaultWeight
+	}
+	return in.Weight
+}
+
+// Serves reports whether the instance serves model.
+func (in Instance) Serves(model string) bool {
+	for _, m := range in.Models {
+		if m == model {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks the instance against the registry contract and returns an
+// error that names the offending field.
+func (in Instance) Validate() error {
+	if in.ID == "" {
+		return fmt.Errorf("%w: id: required", ErrInvalidInstance)
+	}
+	if strings.ContainsAny(in.ID, "/ \t\r\n") {
+		return fmt.Errorf("%w: id %q: must not contain '/' or white space", ErrInvalidInstance, in.ID)
+	}
+	if err := validateAddress(in.Address); err != nil {
+		return fmt.Errorf("%w: instance %q: address: %v", ErrInvalidInstance, in.ID, err)
+	}
+	if len(in.Models) == 0 {
+		return fmt.Errorf("%w: instance %q: models: at least one model is required", ErrInvalidInstance, in.ID)
+	}
+	for i, m := range in.Models {
+		if strings.TrimSpace(m) == "" {
+			return fmt.Errorf("%w: instance %q: models[%d]: empty model id", ErrInvalidInstance, in.ID, i)
+		}
+	}
+	if in.Weight < 0 {
+		return fmt.Errorf("%w: instance %q: weight %d: must be positive (0 means %d)", ErrInvalidInstance, in.ID, in.Weight, DefaultWeight)
+	}
+	for k := range in.Meta {
+		if k == "" {
+			return fmt.Errorf("%w: instance %q: meta: empty key", ErrInvalidInstance, in.ID)
+		}
+	}
+	return nil
+}
+
+func validateAddress(addr string) error {
+	if addr == "" {
+		return fmt.Errorf("required (host:port)")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %v", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: missing host", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port must be 1-65535", addr)
+	}
+	return nil
+}
+
+// DecodeInstance parses one registry value (JSON) into a valid Instance.
+// Unknown fields are ignored so that newer registrants can add attributes
+// without breaking older sidecars.
+func DecodeInstance(data []byte) (Instance, error) {
+	var in Instance
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&in); err != nil {
+		return Instance{}, fmt.Errorf("%w: %v", ErrInvalidInstance, err)
+	}
+	if dec.More() {
+		return Instance{}, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalidInstance)
+	}
+	if err := in.Validate(); err != nil {
+		return Instance{}, err
+	}
+	return in, nil
+}
+
+// EncodeInstance returns the registry value (JSON) of a valid instance.
+func EncodeInstance(in Instance) ([]byte, error) {
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(in)
+}

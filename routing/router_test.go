@@ -1,0 +1,289 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/blitzscale/router/discovery"
+)
+
+func snapshot(t testing.TB, ins ...discovery.Instance) discovery.Snapshot {
+	t.Helper()
+	s, err := discovery.NewSnapshot("test", ins, time.Unix(1700000000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func inst(id string, models ...string) discovery.Instance {
+	return discovery.Instance{ID: id, Address: "127.0.0.1:1", Models: models}
+}
+
+func TestTableModels(t *testing.T) {
+	r := NewRouter(&RoundRobin{})
+	d := inst("c", "only-draining")
+	d.Draining = true
+	tab := r.Update(snapshot(t, inst("a", "m1", "m2"), inst("b", "m2"), d))
+
+	if diff := cmp.Diff([]string{"m1", "m2", "only-draining"}, tab.Models()); diff != "" {
+		t.Errorf("models (-want +got):\n%s", diff)
+	}
+	want := `{"object":"list","data":[{"id":"m1","object":"model","created":1700000000,"owned_by":"blitzscale"},{"id":"m2","object":"model","created":1700000000,"owned_by":"blitzscale"}]}`
+	if got := string(tab.ModelsJSON()); got != want {
+		t.Errorf("models JSON lists draining-only model or differs:\n got %s\nwant %s", got, want)
+	}
+	if got := len(tab.ForModel([]byte("m2")).Endpoints); got != 2 {
+		t.Errorf("m2 endpoints = %d, want 2", got)
+	}
+	if tab.ForModel([]byte("nope")) != nil {
+		t.Error("unknown model has a route")
+	}
+}
+
+func TestPickErrors(t *testing.T) {
+	r := NewRouter(&RoundRobin{})
+	if _, _, err := r.Pick(&Request{Model: []byte("m")}); !errors.Is(err, ErrNoTable) {
+		t.Fatalf("before Update: err = %v, want ErrNoTable", err)
+	}
+	d := inst("a", "m")
+	d.Draining = true
+	r.Update(snapshot(t, d))
+	tests := []struct {
+		model string
+		want  error
+	}{
+		{"m", ErrNoHealthyUpstream},
+		{"other", ErrModelNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.model, func(t *testing.T) {
+			if _, _, err := r.Pick(&Request{Model: []byte(tc.model)}); !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPickExcludesTriedAndReportsRetry(t *testing.T) {
+	r := NewRouter(&RoundRobin{})
+	r.Update(snapshot(t, inst("a", "m"), inst("b", "m")))
+	req := &Request{Model: []byte("m")}
+	first, route, err := r.Pick(req)
+	if err != nil || route != RouteRoundRobin {
+		t.Fatalf("first pick: %v %v", route, err)
+	}
+	req.Exclude(first)
+	second, route, err := r.Pick(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first || route != RouteRetry {
+		t.Errorf("retry picked %s via %s, want the other instance via retry", second.Instance.ID, route)
+	}
+	req.Exclude(second)
+	if _, _, err := r.Pick(req); !errors.Is(err, ErrNoHealthyUpstream) {
+		t.Errorf("all tried: err = %v, want ErrNoHealthyUpstream", err)
+	}
+}
+
+type denyFilter struct{ id string }
+
+func (f denyFilter) Keep(ep *Endpoint) bool { return ep.Instance.ID != f.id }
+
+func TestFilters(t *testing.T) {
+	r := NewRouter(&RoundRobin{}, denyFilter{"a"})
+	r.Update(snapshot(t, inst("a", "m"), inst("b", "m")))
+	for range 10 {
+		ep, _, err := r.Pick(&Request{Model: []byte("m")})
+		if err != nil || ep.Instance.ID != "b" {
+			t.Fatalf("picked %v, %v; the filter excludes a", ep, err)
+		}
+	}
+}
+
+func TestLoadSurvivesTableSwap(t *testing.T) {
+	r := NewRouter(&LeastLoad{})
+	r.Update(snapshot(t, inst("a", "m")))
+	ep, _, _ := r.Pick(&Request{Model: []byte("m")})
+	ep.Load.Acquire()
+	// The instance leaves and comes back while a request is open: the same
+	// counters must be used, or the release would be lost.
+	r.Update(snapshot(t, inst("b", "m")))
+	tab := r.Update(snapshot(t, inst("a", "m"), inst("b", "m")))
+	if got := tab.ForModel([]byte("m")).Endpoints[0].Load; got != ep.Load {
+		t.Fatal("instance a got new counters while a request was in flight")
+	}
+	ep.Load.Release()
+	if n := ep.Load.InFlight(); n != 0 {
+		t.Fatalf("in flight = %d, want 0", n)
+	}
+	// Gone with nothing in flight: forgotten.
+	r.Update(snapshot(t, inst("b", "m")))
+	tab = r.Update(snapshot(t, inst("a", "m"), inst("b", "m")))
+	if tab.ForModel([]byte("m")).Endpoints[0].Load == ep.Load {
+		t.Error("idle counters of a departed instance were kept forever")
+	}
+}
+
+func TestReleasePanicsOnNegative(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("Release below zero did not panic")
+		}
+	}()
+	new(Load).Release()
+}
+
+func TestRoundRobinSpreadsEvenly(t *testing.T) {
+	r := NewRouter(&RoundRobin{})
+	r.Update(snapshot(t, inst("a", "m"), inst("b", "m"), inst("c", "m")))
+	counts := map[string]int{}
+	for range 300 {
+		ep, _, _ := r.Pick(&Request{Model: []byte("m")})
+		counts[ep.Instance.ID]++
+	}
+	if diff := cmp.Diff(map[string]int{"a": 100, "b": 100, "c": 100}, counts); diff != "" {
+		t.Errorf("round-robin counts (-want +got):\n%s", diff)
+	}
+}
+
+func TestLeastLoadPicksLowestGlobalLoadOverWeight(t *testing.T) {
+	heavy := inst("heavy", "m")
+	heavy.Weight = 4
+	r := NewRouter(&LeastLoad{})
+	tab := r.Update(snapshot(t, inst("a", "m"), inst("b", "m"), heavy))
+	eps := map[string]*Endpoint{}
+	for _, ep := range tab.Endpoints() {
+		eps[ep.Instance.ID] = ep
+	}
+	eps["a"].Load.Acquire()          // a: 1/1
+	eps["b"].Load.SetPeerInFlight(2) // b: 2/1 (peers)
+	for range 3 {                    // heavy: 3/4
+		eps["heavy"].Load.Acquire()
+	}
+	for range 5 {
+		ep, route, _ := r.Pick(&Request{Model: []byte("m")})
+		if ep.Instance.ID != "heavy" || route != RouteLeastLoad {
+			t.Fatalf("picked %s via %s, want heavy (0.75) via least-load", ep.Instance.ID, route)
+		}
+	}
+}
+
+func TestLeastLoadSpreadsTies(t *testing.T) {
+	r := NewRouter(&LeastLoad{})
+	r.Update(snapshot(t, inst("a", "m"), inst("b", "m")))
+	seen := map[string]bool{}
+	for range 4 {
+		ep, _, _ := r.Pick(&Request{Model: []byte("m")})
+		seen[ep.Instance.ID] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("ties always went to %v", seen)
+	}
+}
+
+func TestP2C(t *testing.T) {
+	// A fixed sequence of "random" draws: first i=0, then j=0 (→ 1).
+	draws := []uint64{0, 0}
+	p := &P2C{Rand: func(n uint64) uint64 { d := draws[0]; draws = draws[1:]; return d % n }}
+	r := NewRouter(p)
+	tab := r.Update(snapshot(t, inst("a", "m"), inst("b", "m")))
+	tab.Endpoints()[0].Load.Acquire()
+	ep, route, _ := r.Pick(&Request{Model: []byte("m")})
+	if ep.Instance.ID != "b" || route != RouteP2C {
+		t.Errorf("p2c picked %s via %s, want the less loaded b", ep.Instance.ID, route)
+	}
+	tab.Endpoints()[0].Load.Release()
+
+	// Equal load: the lower EWMA TTFT wins.
+	tab.Endpoints()[0].Load.ObserveTTFT(200 * time.Millisecond)
+	tab.Endpoints()[1].Load.ObserveTTFT(50 * time.Millisecond)
+	draws = []uint64{0, 0}
+	if ep, _, _ := r.Pick(&Request{Model: []byte("m")}); ep.Instance.ID != "b" {
+		t.Errorf("tie broken towards %s, want b with the lower TTFT", ep.Instance.ID)
+	}
+}
+
+func TestNewPicker(t *testing.T) {
+	for _, name := range Policies {
+		if _, err := NewPicker(name); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := NewPicker("fastest"); !errors.Is(err, ErrUnknownPolicy) {
+		t.Errorf("unknown policy: err = %v", err)
+	}
+}
+
+func TestConcurrentPickAndUpdate(t *testing.T) {
+	r := NewRouter(&LeastLoad{})
+	r.Update(snapshot(t, inst("a", "m"), inst("b", "m")))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			req := &Request{}
+			for range 2000 {
+				req.Reset()
+				req.Model = []byte("m")
+				if ep, _, err := r.Pick(req); err == nil {
+					ep.Load.Acquire()
+					ep.Load.Release()
+				}
+			}
+		})
+	}
+	for i := range 200 {
+		r.Update(snapshot(t, inst("a", "m"), inst(fmt.Sprintf("x%d", i%3), "m")))
+	}
+	wg.Wait()
+	for _, ep := range r.Table().Endpoints() {
+		if n := ep.Load.InFlight(); n != 0 {
+			t.Errorf("%s in flight = %d after all requests ended", ep.Instance.ID, n)
+		}
+	}
+}
+
+func TestEWMA(t *testing.T) {
+	var l Load
+	l.ObserveTTFT(100 * time.Millisecond)
+	if got := l.TTFT(); got != 100*time.Millisecond {
+		t.Fatalf("first sample: %v", got)
+	}
+	l.ObserveTTFT(200 * time.Millisecond)
+	if got := l.TTFT(); got != 120*time.Millisecond {
+		t.Errorf("after 200ms: %v, want 120ms (alpha 0.2)", got)
+	}
+}
+
+func BenchmarkPick(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		ins := make([]discovery.Instance, n)
+		for i := range ins {
+			ins[i] = inst(fmt.Sprintf("gpu-%04d", i), "m")
+		}
+		snap := snapshot(b, ins...)
+		for _, policy := range []string{"round-robin", "least-load", "p2c"} {
+			b.Run(fmt.Sprintf("%s/n=%d", policy, n), func(b *testing.B) {
+				p, _ := NewPicker(policy)
+				r := NewRouter(p)
+				r.Update(snap)
+				req := &Request{}
+				model := []byte("m")
+				b.ReportAllocs()
+				for b.Loop() {
+					req.Reset()
+					req.Model = model
+					if _, _, err := r.Pick(req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,132 @@
+package routing
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/blitzscale/router/discovery"
+)
+
+// Endpoint is one instance as one table sees it. Everything but Load is
+// immutable; the values are precomputed at build time so that the request
+// path only reads.
+type Endpoint struct {
+	Instance discovery.Instance
+	// Load is shared with every other table that holds this instance id.
+	Load *Load
+	// Weight is Instance.EffectiveWeight as a float, for scoring.
+	Weight float64
+	// IDHeader is []string{Instance.ID}, ready to put in a header map
+	// without allocating.
+	IDHeader []string
+}
+
+// Table is an immutable routing view built from one snapshot. It is shared
+// by every request that loads it; nobody writes to it after NewTable.
+type Table struct {
+	snapshot  discovery.Snapshot
+	endpoints []*Endpoint            // sorted by instance id
+	byModel   map[string]*ModelRoute // every instance serving the model, draining included
+	models    []string               // sorted
+	// modelsJSON is the body of GET /v1/models: every model that at least
+	// one routable (non-draining) instance serves.
+	modelsJSON []byte
+	builtAt    time.Time
+}
+
+func newTable(snap discovery.Snapshot, loads *loadRegistry, now time.Time) *Table {
+	t := &Table{
+		snapshot: snap,
+		byModel:  make(map[string]*ModelRoute),
+		builtAt:  now,
+	}
+	routable := make(map[string]bool)
+	for _, in := range snap.Instances {
+		ep := &Endpoint{
+			Instance: in,
+			Load:     loads.get(in.ID),
+			Weight:   float64(in.EffectiveWeight()),
+			IDHeader: []string{in.ID},
+		}
+		t.endpoints = append(t.endpoints, ep)
+		for _, m := range in.Models {
+			mr := t.byModel[m]
+			if mr == nil {
+				mr = &ModelRoute{Name: m}
+				t.byModel[m] = mr
+			}
+			if !slices.Contains(mr.Endpoints, ep) {
+				mr.Endpoints = append(mr.Endpoints, ep)
+			}
+			if !in.Draining {
+				routable[m] = true
+			}
+		}
+	}
+	for m := range t.byModel {
+		t.models = append(t.models, m)
+	}
+	slices.Sort(t.models)
+	t.modelsJSON = modelList(t.models, routable, snap.SyncedAt)
+	return t
+}
+
+// modelList renders the OpenAI model list once per table.
+func modelList(models []string, routable map[string]bool, synced time.Time) []byte {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	list := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: []model{}}
+	for _, m := range models {
+		if routable[m] {
+			list.Data = append(list.Data, model{ID: m, Object: "model", Created: synced.Unix(), OwnedBy: "blitzscale"})
+		}
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		// Marshalling strings and ints cannot fail; keep the API total anyway.
+		return []byte(`{"object":"list","data":[]}`)
+	}
+	return b
+}
+
+// Snapshot is the discovery view the table was built from.
+func (t *Table) Snapshot() discovery.Snapshot { return t.snapshot }
+
+// Endpoints returns every instance, sorted by id. Callers must not modify it.
+func (t *Table) Endpoints() []*Endpoint { return t.endpoints }
+
+// Models returns every model any instance serves, sorted.
+func (t *Table) Models() []string { return t.models }
+
+// ModelsJSON is the ready-made body of GET /v1/models.
+func (t *Table) ModelsJSON() []byte { return t.modelsJSON }
+
+// BuiltAt is when the table replaced its predecessor.
+func (t *Table) BuiltAt() time.Time { return t.builtAt }
+
+// ForModel returns the route of model, or nil when no instance serves it.
+// The model is a byte slice so the lookup does not allocate.
+func (t *Table) ForModel(model []byte) *ModelRoute { return t.byModel[string(model)] }
+
+// ModelRoute is one model's entry in a table.
+type ModelRoute struct {
+	// Name is the model id, a string owned by the table: safe to use as a
+	// metric label without copying the request's bytes.
+	Name string
+	// Endpoints serve the model, draining ones included, sorted by id.
+	Endpoints []*Endpoint
+}
+
+// String helps logs: "static: 3 instances, 2 models".
+func (t *Table) String() string {
+	return t.snapshot.Source + ": " + strconv.Itoa(len(t.endpoints)) + " instances, " + strconv.Itoa(len(t.models)) + " models"
+}

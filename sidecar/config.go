@@ -1,0 +1,144 @@
+package sidecar
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/blitzscale/router/routing"
+)
+
+// Config is the sidecar's configuration. Zero values mean the documented
+// defaults; Validate rejects bad values with the name of the flag that sets
+// them. Nothing is silently corrected.
+type Config struct {
+	// SidecarID names this sidecar in /state and in its load record.
+	// Default: the host name.
+	SidecarID string
+	// Policy is the routing policy (routing.Policies). Default "auto".
+	Policy string
+	// MaxBodyBytes bounds a request body. Default 32 MiB.
+	MaxBodyBytes int64
+	// MaxHeaderBytes bounds request headers. Default 64 KiB.
+	MaxHeaderBytes int
+	// ReadHeaderTimeout bounds how long a client may take to send headers
+	// (slowloris protection). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive client connections. Default 120s.
+	IdleTimeout time.Duration
+	// ConnectTimeout bounds dialing an instance. Default 2s.
+	ConnectTimeout time.Duration
+	// FirstByteTimeout bounds the wait for an instance's response headers;
+	// prefill of a long prompt is slow, so the default is generous: 120s.
+	FirstByteTimeout time.Duration
+	// ShutdownTimeout is how long open streams may finish after SIGTERM.
+	// Default 30s.
+	ShutdownTimeout time.Duration
+	// MaxRetries is how many other instances a request may try after a
+	// failure before its first response byte. Default 2; -1 disables.
+	MaxRetries int
+	// MaxIdleConnsPerHost sizes the keep-alive pool towards each instance.
+	// Default 256.
+	MaxIdleConnsPerHost int
+	// Admission holds a token bucket per priority. Zero admits everything.
+	Admission routing.AdmissionConfig
+	// AuthToken, when set, is the bearer token clients must send on /v1/ and
+	// /state (401 otherwise). It is never forwarded to instances.
+	AuthToken string
+	// UpstreamAPIKey, when set, is sent to instances as a bearer token in
+	// place of whatever Authorization the client sent.
+	UpstreamAPIKey string
+	// Logger receives operational logs; never prompts, completions or
+	// Authorization headers. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultListen              = "127.0.0.1:8089"
+	DefaultPolicy              = "auto"
+	DefaultMaxBodyBytes        = 32 << 20
+	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultReadHeaderTimeout   = 10 * time.Second
+	DefaultIdleTimeout         = 120 * time.Second
+	DefaultConnectTimeout      = 2 * time.Second
+	DefaultFirstByteTimeout    = 120 * time.Second
+	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultMaxRetries          = 2
+	DefaultMaxIdleConnsPerHost = 256
+)
+
+// maxRetriesLimit keeps retries within the router's exclusion list.
+const maxRetriesLimit = 3
+
+// ErrInvalidConfig marks a configuration error; the CLI exits 2 on it.
+var ErrInvalidConfig = errors.New("sidecar: invalid configuration")
+
+// withDefaults returns c with zero values replaced by defaults.
+func (c Config) withDefaults() Config {
+	setDefault(&c.Policy, DefaultPolicy)
+	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&c.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&c.FirstByteTimeout, DefaultFirstByteTimeout)
+	setDefault(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&c.MaxRetries, DefaultMaxRetries)
+	setDefault(&c.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Validate checks c; the error names the flag of the bad field.
+func (c Config) Validate() error {
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("%w: %s: %v: %s", ErrInvalidConfig, field, v, why)
+	}
+	if c.Policy != "" {
+		if _, err := routing.NewPicker(c.Policy); err != nil {
+			return bad("policy", c.Policy, fmt.Sprintf("must be one of %v", routing.Policies))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"read-header-timeout", c.ReadHeaderTimeout},
+		{"idle-timeout", c.IdleTimeout},
+		{"connect-timeout", c.ConnectTimeout},
+		{"first-byte-timeout", c.FirstByteTimeout},
+		{"shutdown-timeout", c.ShutdownTimeout},
+	} {
+		if d.v < 0 {
+			return bad(d.name, d.v, "must be >= 0 (0 means the default)")
+		}
+	}
+	switch {
+	case c.MaxBodyBytes < 0:
+		return bad("max-body-bytes", c.MaxBodyBytes, "must be >= 0 (0 means 32 MiB)")
+	case c.MaxHeaderBytes < 0:
+		return bad("max-header-bytes", c.MaxHeaderBytes, "must be >= 0 (0 means 64 KiB)")
+	case c.MaxRetries < -1 || c.MaxRetries > maxRetriesLimit:
+		return bad("max-retries", c.MaxRetries, fmt.Sprintf("must be -1 (none) to %d", maxRetriesLimit))
+	case c.MaxIdleConnsPerHost < 0:
+		return bad("max-idle-conns-per-host", c.MaxIdleConnsPerHost, "must be >= 0")
+	}
+	if err := c.Admission.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	return nil
+}

@@ -1,0 +1,250 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/blitzscale/router/routing"
+)
+
+// Request and response headers of the sidecar's contract.
+const (
+	headerPriority = "X-Blitz-Priority"
+	headerSession  = "X-Blitz-Session"
+	headerInstance = "X-Blitz-Instance"
+	headerRoute    = "X-Blitz-Route"
+)
+
+// routeHeaders are ready-made header values, so setting X-Blitz-Route does
+// not allocate.
+var routeHeaders = map[routing.Route][]string{}
+
+func routeHeader(r routing.Route) []string {
+	if v, ok := routeHeaders[r]; ok {
+		return v
+	}
+	return []string{string(r)}
+}
+
+func init() {
+	for _, r := range []routing.Route{routing.RouteRoundRobin, routing.RouteRandom, routing.RouteLeastLoad, routing.RouteP2C, routing.RouteRetry} {
+		routeHeaders[r] = []string{string(r)}
+	}
+}
+
+var emptyUserAgent = []string{""}
+
+// proxy serves every POST /v1/...: read the body once, find the model, admit,
+// pick, forward, and retry on another instance while nothing has reached
+// the client.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	ex := s.exchanges.Get().(*exchange)
+	ex.acquire()
+	defer ex.release()
+
+	if e, ok := s.readBody(ex, r); !ok {
+		s.reject(w, e, "", routing.PriorityNormal, start)
+		return
+	}
+	if scanBody(ex.body, &ex.fields) != nil {
+		s.reject(w, errInvalid("request body must be a JSON object", ""), "", routing.PriorityNormal, start)
+		return
+	}
+	model, ok := stringValue(ex.fields.model)
+	if !ok || len(model) == 0 {
+		s.reject(w, errInvalid("you must provide a model parameter", "model"), "", routing.PriorityNormal, start)
+		return
+	}
+	prio, err := routing.ParsePriority(r.Header.Get(headerPriority))
+	if err != nil {
+		s.reject(w, errInvalid("X-Blitz-Priority must be high, normal or low", headerPriority), "", routing.PriorityNormal, start)
+		return
+	}
+	req := &ex.req
+	req.Model = model
+	req.Priority = prio
+
+	if ok, wait := s.admission.Admit(prio, start); !ok {
+		s.metrics.shed(prio, "rate_limit")
+		s.reject(w, apiError{status: http.StatusTooManyRequests, message: "rate limit for priority " + prio.String() + " exceeded; retry later", typ: typeRateLimit, code: codeRateLimit, retryAfter: wait}, "", prio, start)
+		return
+	}
+
+	ep, route, err := s.router.Pick(req)
+	if err != nil {
+		s.reject(w, s.pickError(err, model), req.ModelName, prio, start)
+		return
+	}
+	removeHopHeaders(r.Header)
+	switch {
+	case s.upstreamAuth != nil:
+		r.Header["Authorization"] = s.upstreamAuth
+	case s.cfg.AuthToken != "":
+		delete(r.Header, "Authorization") // the sidecar's own token stays here
+	}
+	if _, ok := r.Header["User-Agent"]; !ok {
+		r.Header["User-Agent"] = emptyUserAgent // keep Go's default out
+	}
+
+	for {
+		sent := s.now()
+		s.metrics.overhead.Observe(sent.Sub(start).Seconds())
+		ep.Load.Acquire()
+		resp, err := s.roundTrip(ex, r, ep)
+		if err == nil && !retryableStatus(resp.StatusCode) {
+			code := s.relay(w, resp, ex, ep, route, sent)
+			ep.Load.Release()
+			s.metrics.done(req.ModelName, ep.Instance.ID, prio, code, s.now().Sub(start))
+			return
+		}
+		// Failed before any byte reached the client.
+		ep.Load.Release()
+		if r.Context().Err() != nil {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			s.metrics.done(req.ModelName, ep.Instance.ID, prio, statusClientClosed, s.now().Sub(start))
+			return
+		}
+		ep.Load.RecordFailure()
+		reason := failureReason(resp, err)
+		req.Exclude(ep)
+		if req.Attempts() <= s.cfg.MaxRetries {
+			if next, _, perr := s.router.Pick(req); perr == nil {
+				if resp != nil {
+					drainAndClose(resp.Body)
+				}
+				s.metrics.retries.WithLabelValues(reason).Inc()
+				s.cfg.Logger.Debug("retrying on another instance", "instance", ep.Instance.ID, "next", next.Instance.ID, "reason", reason)
+				ep, route = next, routing.RouteRetry
+				continue
+			}
+		}
+		if resp != nil {
+			// The engine's own answer is the most useful error we have.
+			code := s.relay(w, resp, ex, ep, route, sent)
+			s.metrics.done(req.ModelName, ep.Instance.ID, prio, code, s.now().Sub(start))
+			return
+		}
+		e := upstreamFailure(err)
+		s.cfg.Logger.Warn("upstream failed", "instance", ep.Instance.ID, "model", req.ModelName, "err", err)
+		s.reject(w, e, req.ModelName, prio, start)
+		return
+	}
+}
+
+// roundTrip sends one attempt of the request to ep. The inbound request is
+// reused (its context carries the client's cancellation); only the URL, host
+// and body change.
+func (s *Server) roundTrip(ex *exchange, r *http.Request, ep *routing.Endpoint) (*http.Response, error) {
+	out := r.WithContext(r.Context())
+	u := *r.URL
+	u.Scheme, u.Host = "http", ep.Instance.Address
+	out.URL = &u
+	out.Host = ep.Instance.Address
+	out.RequestURI = ""
+	out.Body = ex.upstreamBody()
+	out.ContentLength = int64(len(ex.body))
+	out.GetBody = nil
+	out.Close = false
+	return s.transport.RoundTrip(out)
+}
+
+// readBody reads the request body once into the exchange's pooled buffer,
+// bounded by MaxBodyBytes.
+func (s *Server) readBody(ex *exchange, r *http.Request) (apiError, bool) {
+	limit := s.cfg.MaxBodyBytes
+	tooLarge := apiError{status: http.StatusRequestEntityTooLarge, message: "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes", typ: typeInvalidRequest, code: codeTooLarge}
+	if r.ContentLength > limit {
+		return tooLarge, false
+	}
+	buf := ex.body[:0]
+	if r.ContentLength > 0 {
+		buf = slices.Grow(buf, int(r.ContentLength)+1)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, max(512, cap(buf)))
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		ex.body = buf
+		if int64(len(buf)) > limit {
+			return tooLarge, false
+		}
+		if err == io.EOF {
+			return apiError{}, true
+		}
+		if err != nil {
+			return errInvalid("reading the request body failed", ""), false
+		}
+	}
+}
+
+// pickError maps a routing error to the contract's answer.
+func (s *Server) pickError(err error, model []byte) apiError {
+	switch {
+	case errors.Is(err, routing.ErrModelNotFound):
+		return apiError{status: http.StatusNotFound, message: "the model '" + string(model) + "' is not served by any instance", typ: typeInvalidRequest, param: "model", code: codeModelNotFound}
+	case errors.Is(err, routing.ErrNoTable):
+		return apiError{status: http.StatusServiceUnavailable, message: "discovery has not completed its first sync", typ: typeServer, code: codeNoHealthyUpstream, retryAfter: time.Second}
+	default:
+		s.metrics.shed(routing.PriorityNormal, "no_healthy_upstream")
+		return apiError{status: http.StatusServiceUnavailable, message: "every instance serving '" + string(model) + "' is draining, open-circuited or saturated", typ: typeServer, code: codeNoHealthyUpstream, retryAfter: time.Second}
+	}
+}
+
+// reject writes e and counts it.
+func (s *Server) reject(w http.ResponseWriter, e apiError, model string, prio routing.Priority, start time.Time) {
+	writeError(w, e)
+	s.metrics.done(model, "", prio, e.status, s.now().Sub(start))
+}
+
+// retryableStatus: the engine says it cannot take the request now, so another
+// instance may.
+func retryableStatus(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests
+}
+
+func failureReason(resp *http.Response, err error) string {
+	switch {
+	case resp != nil:
+		return "status_" + strconv.Itoa(resp.StatusCode)
+	case isTimeout(err):
+		return "timeout"
+	case isDialError(err):
+		return "connect"
+	}
+	return "transport"
+}
+
+func upstreamFailure(err error) apiError {
+	if isTimeout(err) {
+		return apiError{status: http.StatusGatewayTimeout, message: "the instance did not answer in time", typ: typeServer, code: codeUpstreamTimeout}
+	}
+	return apiError{status: http.StatusBadGateway, message: "the instance failed before answering", typ: typeServer, code: codeUpstreamError}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// drainAndClose reads a little of an abandoned body so the connection can be
+// reused, then closes it.
+func drainAndClose(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 4<<10)
+	_ = body.Close()
+}

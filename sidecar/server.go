@@ -1,0 +1,226 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blitzscale/router/discovery"
+	"github.com/blitzscale/router/routing"
+)
+
+// Server is one sidecar: the router, its HTTP API and the upstream
+// transport. Create it with New, feed it snapshots with Apply or Run.
+type Server struct {
+	cfg       Config
+	router    *routing.Router
+	admission *routing.Admission
+	transport *http.Transport
+	metrics   *metrics
+	exchanges sync.Pool
+
+	// upstreamAuth is the ready-made Authorization value for instances.
+	upstreamAuth []string
+
+	ready    atomic.Bool // first snapshot applied
+	stopping atomic.Bool // shutdown started: /readyz says 503
+	now      func() time.Time
+}
+
+// New returns a sidecar for cfg. It does not listen until Run.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if cfg.SidecarID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			host = "sidecar"
+		}
+		cfg.SidecarID = host
+	}
+	picker, err := routing.NewPicker(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("%w: policy: %v", ErrInvalidConfig, err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		router:    routing.NewRouter(picker),
+		admission: routing.NewAdmission(cfg.Admission),
+		transport: newTransport(cfg),
+		now:       time.Now,
+	}
+	if cfg.UpstreamAPIKey != "" {
+		s.upstreamAuth = []string{"Bearer " + cfg.UpstreamAPIKey}
+	}
+	s.metrics = newMetrics(s)
+	s.exchanges.New = func() any { return newExchange(&s.exchanges) }
+	return s, nil
+}
+
+// newTransport tunes the upstream pool for many concurrent long streams to
+// a handful of local instances.
+func newTransport(cfg Config) *http.Transport {
+	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil, // instances are reached directly, never through HTTP_PROXY
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          0, // bounded per host instead
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.FirstByteTimeout,
+		ExpectContinueTimeout: 0,
+		// Bodies pass through as the engine sent them; the client asked for
+		// its own Accept-Encoding.
+		DisableCompression: true,
+		ForceAttemptHTTP2:  false,
+	}
+}
+
+// Router exposes the routing state (for tests and the load publisher).
+func (s *Server) Router() *routing.Router { return s.router }
+
+// Config returns the effective configuration (defaults applied).
+func (s *Server) Config() Config { return s.cfg }
+
+// Ready reports whether discovery has completed its first sync.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Apply makes snap the routing view. The first call marks the sidecar ready.
+func (s *Server) Apply(snap discovery.Snapshot) {
+	t := s.router.Update(snap)
+	s.metrics.observeSync(snap)
+	if !s.ready.Swap(true) {
+		s.cfg.Logger.Info("discovery synced", "source", snap.Source, "instances", len(snap.Instances))
+	} else {
+		s.cfg.Logger.Debug("routing table updated", "table", t.String())
+	}
+}
+
+// Follow applies every snapshot src sends until ctx is done or src closes.
+func (s *Server) Follow(ctx context.Context, src discovery.Source) {
+	for snap := range src.Watch(ctx) {
+		s.Apply(snap)
+	}
+}
+
+// Run serves on ln and follows src until ctx is done, then shuts down
+// gracefully: it stops accepting, reports not ready, lets open requests and
+// streams finish for up to ShutdownTimeout, then closes what is left. It
+// returns nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context, ln net.Listener, src discovery.Source) error {
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          nil,
+	}
+	followCtx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	var wg sync.WaitGroup
+	if src != nil {
+		wg.Go(func() { s.Follow(followCtx, src) })
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	s.cfg.Logger.Info("sidecar listening", "addr", ln.Addr().String(), "policy", s.cfg.Policy, "sidecar_id", s.cfg.SidecarID)
+
+	var err error
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("sidecar: serve: %w", err)
+	case <-ctx.Done():
+		s.stopping.Store(true)
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		if serr := srv.Shutdown(shutdownCtx); serr != nil {
+			s.cfg.Logger.Warn("shutdown timeout: closing open streams", "timeout", s.cfg.ShutdownTimeout)
+			_ = srv.Close()
+		}
+		cancel()
+		if e := <-serveErr; e != nil && !errors.Is(e, http.ErrServerClosed) {
+			err = fmt.Errorf("sidecar: serve: %w", e)
+		}
+	}
+	stopFollow()
+	wg.Wait()
+	s.transport.CloseIdleConnections()
+	return err
+}
+
+// ServeHTTP dispatches the sidecar's routes. A switch on the path costs less
+// than a pattern mux and lets every miss answer in OpenAI's error shape.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if s.cfg.AuthToken != "" && (strings.HasPrefix(path, "/v1/") || path == "/state") && !s.authorized(r) {
+		writeError(w, apiError{status: http.StatusUnauthorized, message: "missing or wrong bearer token", typ: typeAuth, code: "invalid_api_key"})
+		return
+	}
+	if strings.HasPrefix(path, "/v1/") {
+		switch {
+		case r.Method == http.MethodPost:
+			s.proxy(w, r)
+		case path == "/v1/models" && isRead(r.Method):
+			s.serveModels(w)
+		case strings.HasPrefix(path, "/v1/models/") && isRead(r.Method):
+			s.serveModel(w, strings.TrimPrefix(path, "/v1/models/"))
+		default:
+			writeError(w, apiError{status: http.StatusNotFound, message: "no route for " + r.Method + " " + path, typ: typeInvalidRequest, code: codeNotFound})
+		}
+		return
+	}
+	if !isRead(r.Method) {
+		writeError(w, apiError{status: http.StatusMethodNotAllowed, message: "method " + r.Method + " not allowed on " + path, typ: typeInvalidRequest, code: codeMethodNotAllowed})
+		return
+	}
+	switch path {
+	case "/healthz":
+		writeText(w, http.StatusOK, "ok\n")
+	case "/readyz":
+		s.serveReady(w)
+	case "/metrics":
+		s.metrics.handler.ServeHTTP(w, r)
+	case "/state":
+		s.serveState(w)
+	default:
+		writeError(w, apiError{status: http.StatusNotFound, message: "no route for " + r.Method + " " + path, typ: typeInvalidRequest, code: codeNotFound})
+	}
+}
+
+// authorized compares the bearer token in constant time.
+func (s *Server) authorized(r *http.Request) bool {
+	const prefix = "Bearer "
+	got := r.Header.Get("Authorization")
+	if len(got) < len(prefix) || !strings.EqualFold(got[:len(prefix)], prefix) {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(got[len(prefix):]), []byte(s.cfg.AuthToken)) == 1
+}
+
+func isRead(m string) bool { return m == http.MethodGet || m == http.MethodHead }
+
+func writeText(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+func (s *Server) serveReady(w http.ResponseWriter) {
+	switch {
+	case s.stopping.Load():
+		writeText(w, http.StatusServiceUnavailable, "shutting down\n")
+	case !s.ready.Load():
+		writeText(w, http.StatusServiceUnavailable, "discovery has not completed its first sync\n")
+	default:
+		writeText(w, http.StatusOK, "ready\n")
+	}
+}

@@ -1,0 +1,117 @@
+package sidecar
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/blitzscale/router/routing"
+)
+
+// statusClientClosed labels requests whose client went away (nginx's 499).
+const statusClientClosed = 499
+
+// relay copies the instance's response to the client and returns the status
+// for metrics. SSE streams are forwarded event by event, each flushed at
+// once; other bodies of unknown length are flushed per read, like
+// httputil.ReverseProxy does. A stream that breaks after its first byte ends
+// with an SSE error event instead of a silent truncation.
+func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange, ep *routing.Endpoint, route routing.Route, sent time.Time) int {
+	defer resp.Body.Close()
+	h := w.Header()
+	copyResponseHeader(h, resp.Header)
+	h[headerInstance] = ep.IDHeader
+	h[headerRoute] = routeHeader(route)
+	sse := isEventStream(resp.Header)
+	if !sse {
+		// Headers are the first byte of a non-streaming answer.
+		ep.Load.ObserveTTFT(s.now().Sub(sent))
+	}
+	w.WriteHeader(resp.StatusCode)
+
+	rc := http.NewResponseController(w)
+	flush := sse || resp.ContentLength < 0
+	buf := ex.copyBuf
+	pending := 0
+	first := true
+	for {
+		n, rerr := resp.Body.Read(buf[pending:])
+		pending += n
+		cut := pending
+		if sse && rerr == nil {
+			// Hold a partial event until its end arrives, unless the buffer
+			// is full (an oversized event is then passed through in parts).
+			if cut = lastEventEnd(buf[:pending]); cut == 0 && pending < len(buf) {
+				continue
+			}
+			if cut == 0 {
+				cut = pending
+			}
+		}
+		if rerr != nil && rerr != io.EOF && sse {
+			cut = 0 // drop a partial event: the error event replaces it
+		}
+		if cut > 0 {
+			if first && sse {
+				ep.Load.ObserveTTFT(s.now().Sub(sent))
+				s.metrics.ttft(ep, s.now().Sub(sent))
+				first = false
+			}
+			if _, werr := w.Write(buf[:cut]); werr != nil {
+				return statusClientClosed
+			}
+			if flush {
+				_ = rc.Flush()
+			}
+			pending = copy(buf, buf[cut:pending])
+		}
+		switch {
+		case rerr == nil:
+			continue
+		case errors.Is(rerr, io.EOF):
+			return resp.StatusCode
+		case resp.Request != nil && resp.Request.Context().Err() != nil:
+			// The client went away; its cancellation is not the instance's fault.
+			return statusClientClosed
+		}
+		// The instance broke the stream after bytes reached the client.
+		ep.Load.RecordFailure()
+		s.cfg.Logger.Warn("upstream stream broke", "instance", ep.Instance.ID, "err", rerr)
+		if sse {
+			e := apiError{message: "the instance broke the stream: " + rerr.Error(), typ: typeServer, code: codeUpstreamError}
+			out := append(append([]byte("data: "), e.appendJSON(nil)...), "\n\n"...)
+			_, _ = w.Write(out)
+			_ = rc.Flush()
+		}
+		return http.StatusBadGateway
+	}
+}
+
+// lastEventEnd returns the index just after the last complete SSE event in
+// b (an event ends with a blank line, "\n\n" or "\r\n\r\n"), or 0.
+func lastEventEnd(b []byte) int {
+	end := 0
+	if i := bytes.LastIndex(b, []byte("\n\n")); i >= 0 {
+		end = i + 2
+	}
+	if i := bytes.LastIndex(b, []byte("\r\n\r\n")); i >= 0 && i+4 > end {
+		end = i + 4
+	}
+	return end
+}
+
+// isEventStream reports whether the response is an SSE stream.
+func isEventStream(h http.Header) bool {
+	ct := h.Get("Content-Type")
+	if len(ct) < len("text/event-stream") {
+		return false
+	}
+	if ct[:len("text/event-stream")] == "text/event-stream" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "text/event-stream"
+}
