@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Instance is one inference server (vLLM, SGLang, TGI or any
@@ -55,7 +57,7 @@ func (in Instance) Validate() error {
 	if in.ID == "" {
 		return fmt.Errorf("%w: id: required", ErrInvalidInstance)
 	}
-	if strings.ContainsAny(in.ID, "/ \t\r\n") {
+	if strings.ContainsAny(in.ID, "/ \t\r\n") || hasControl(in.ID) {
 		return fmt.Errorf("%w: id %q: must not contain '/' or white space", ErrInvalidInstance, in.ID)
 	}
 	if err := validateAddress(in.Address); err != nil {
@@ -68,16 +70,33 @@ func (in Instance) Validate() error {
 		if strings.TrimSpace(m) == "" {
 			return fmt.Errorf("%w: instance %q: models[%d]: empty model id", ErrInvalidInstance, in.ID, i)
 		}
+		if hasControl(m) {
+			return fmt.Errorf("%w: instance %q: models[%d]: %q holds control characters", ErrInvalidInstance, in.ID, i, m)
+		}
 	}
 	if in.Weight < 0 {
 		return fmt.Errorf("%w: instance %q: weight %d: must be positive (0 means %d)", ErrInvalidInstance, in.ID, in.Weight, DefaultWeight)
 	}
-	for k := range in.Meta {
+	for k, v := range in.Meta {
 		if k == "" {
 			return fmt.Errorf("%w: instance %q: meta: empty key", ErrInvalidInstance, in.ID)
 		}
+		if hasControl(k) || hasControl(v) {
+			return fmt.Errorf("%w: instance %q: meta[%q]: control characters", ErrInvalidInstance, in.ID, k)
+		}
 	}
 	return nil
+}
+
+// hasControl reports control characters and the noncharacters U+FFFE and
+// U+FFFF: JSON can carry them but YAML cannot, and no name needs them.
+func hasControl(s string) bool {
+	for _, r := range s {
+		if unicode.IsControl(r) || r == 0xfffe || r == 0xffff {
+			return true
+		}
+	}
+	return false
 }
 
 func validateAddress(addr string) error {
@@ -107,7 +126,8 @@ func DecodeInstance(data []byte) (Instance, error) {
 	if err := dec.Decode(&in); err != nil {
 		return Instance{}, fmt.Errorf("%w: %v", ErrInvalidInstance, err)
 	}
-	if dec.More() {
+	// More() would miss a stray "}" or "]"; only EOF means nothing follows.
+	if _, err := dec.Token(); err != io.EOF {
 		return Instance{}, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalidInstance)
 	}
 	if err := in.Validate(); err != nil {

@@ -123,6 +123,8 @@ func TestDecodeInstance(t *testing.T) {
 		},
 		{name: "second object", data: `{"id":"a","address":"h:1","models":["m"]} {"id":"b"}`, substr: "trailing data"},
 		{name: "trailing garbage", data: `{"id":"a","address":"h:1","models":["m"]}x`, substr: "trailing data"},
+		{name: "trailing brace", data: `{"id":"a","address":"h:1","models":["m"]}}`, substr: "trailing data"},
+		{name: "control character in model", data: `{"id":"a","address":"h:1","models":["m\u0007"]}`, substr: "models[0]"},
 		{name: "empty", data: "", substr: "EOF"},
 		{name: "not json", data: "id: a", substr: "invalid"},
 		{name: "array", data: `[{"id":"a"}]`, substr: "cannot unmarshal array"},

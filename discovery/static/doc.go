@@ -38,8 +38,9 @@
 // modification time and inode (so both an in-place rewrite and an atomic
 // rename of a new file over the old one are seen), and confirmed by a
 // content hash, so a rewrite with identical bytes sends nothing. A missing
-// or invalid file keeps the last good snapshot; each distinct failure is
-// logged once and counted by Rejected. Writers should replace the file by
+// or invalid file keeps the last good snapshot; a failure seen on two polls
+// in a row (not a file caught for an instant mid-write) is logged once and
+// counted by Rejected until the file changes again. Writers should replace the file by
 // atomic rename: an in-place rewrite can be read half-written, and a
 // half-written file that still parses applies until the next poll.
 package static

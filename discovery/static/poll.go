@@ -37,6 +37,7 @@ type watcher struct {
 
 	good     [sha256.Size]byte // content hash of the last snapshot produced
 	haveGood bool
+	suspect  string // key of a failure seen once, not yet confirmed
 	failure  string // key of the failure last counted and logged; "" none
 }
 
@@ -82,20 +83,30 @@ func (w *watcher) poll() (discovery.Snapshot, bool) {
 		w.fail(key, fmt.Errorf("static: %s: %w", path, err))
 		return discovery.Snapshot{}, false
 	}
-	w.good, w.haveGood, w.failure = sum, true, ""
+	w.good, w.haveGood, w.suspect, w.failure = sum, true, "", ""
 	w.src.setLastError(nil)
 	w.log.Info("static: loaded", "path", path, "instances", len(snap.Instances))
 	return snap, true
 }
 
-// fail records err; a failure with a new key is counted and logged once, so
-// a file that stays broken does not flood the log at every poll.
+// fail records a failure identified by key. A failure counts once it is seen
+// on two polls in a row: a writer that truncates and then writes, or an
+// editor that saves by delete and create, shows an empty or missing file for
+// an instant, and that is not worth a warning. (Nothing is applied either
+// way.) A confirmed failure is counted and logged once, so a file that stays
+// broken does not flood the log at every poll.
 func (w *watcher) fail(key string, err error) {
-	w.src.setLastError(err)
 	if key == w.failure {
+		w.src.setLastError(err)
 		return
 	}
-	w.failure = key
+	if key != w.suspect {
+		w.suspect = key
+		w.readAt = time.Time{} // read again next poll even if stat agrees
+		return
+	}
+	w.suspect, w.failure = "", key
+	w.src.setLastError(err)
 	w.src.rejected.Add(1)
 	if w.haveGood {
 		w.log.Warn("static: rejected file, keeping the last good snapshot", "path", w.src.Path, "err", err)
@@ -107,6 +118,7 @@ func (w *watcher) fail(key string, err error) {
 // recovered handles a file back at the content already being served: the
 // view did not change, so nothing is sent, but the failure is over.
 func (w *watcher) recovered() {
+	w.suspect = ""
 	if w.failure == "" {
 		return
 	}

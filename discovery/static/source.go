@@ -56,11 +56,12 @@ func (s *Source) Validate() error {
 
 // Rejected returns how many distinct file versions or read failures could
 // not become a snapshot since the Source was created: a new invalid content,
-// a missing file. A failure that persists across polls counts once.
+// a missing file. A failure counts once it is seen on two polls in a row
+// (one poll interval after it appears) and counts once however long it lasts.
 func (s *Source) Rejected() int64 { return s.rejected.Load() }
 
-// LastError returns why the current file cannot be used, or nil when the
-// last read produced (or confirmed) the snapshot being served.
+// LastError returns why the current file cannot be used (a failure counted
+// by Rejected), or nil when the file matches the snapshot being served.
 func (s *Source) LastError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

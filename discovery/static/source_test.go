@@ -422,3 +422,42 @@ func TestWatchInvalidSettingsSendNothing(t *testing.T) {
 	cancel()
 	waitClosed(t, ch)
 }
+
+// A file caught for one poll mid-write (truncated, or missing during an
+// editor's delete-and-create save) is not a rejected version; the same
+// failure on the next poll is. Driven poll by poll, without the loop.
+func TestPollConfirmsFailuresBeforeCounting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "instances.yaml")
+	src := &Source{Path: path}
+	w := &watcher{src: src, log: slog.New(slog.DiscardHandler)}
+	poll := func(wantSnap bool) {
+		t.Helper()
+		if _, ok := w.poll(); ok != wantSnap {
+			t.Fatalf("poll sent = %v, want %v", ok, wantSnap)
+		}
+	}
+
+	writeInPlace(t, path, "") // truncated, about to be written
+	poll(false)
+	writeInPlace(t, path, fileOf("gpu-a"))
+	poll(true)
+	if n := src.Rejected(); n != 0 || src.LastError() != nil {
+		t.Fatalf("after a transient empty file: Rejected = %d, LastError = %v", n, src.LastError())
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	poll(false)
+	if n := src.Rejected(); n != 0 {
+		t.Fatalf("Rejected = %d after one poll of a missing file, want 0", n)
+	}
+	poll(false)
+	if n := src.Rejected(); n != 1 || !errors.Is(src.LastError(), fs.ErrNotExist) {
+		t.Fatalf("after two polls: Rejected = %d, LastError = %v", n, src.LastError())
+	}
+	poll(false)
+	if n := src.Rejected(); n != 1 {
+		t.Fatalf("Rejected = %d after a third poll, want still 1", n)
+	}
+}
