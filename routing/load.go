@@ -22,7 +22,36 @@ type Load struct {
 	requests atomic.Uint64
 	failures atomic.Uint64
 	ttftBits atomic.Uint64 // float64 seconds, EWMA
+	breaker  atomic.Uint32 // BreakerState, set by the breaker package's hook
 }
+
+// BreakerState mirrors an instance's circuit breaker so that the pick path
+// reads one atomic instead of asking the breaker.
+type BreakerState uint32
+
+// Breaker states; the values are those of blitz_breaker_state.
+const (
+	BreakerClosed   BreakerState = 0
+	BreakerHalfOpen BreakerState = 1
+	BreakerOpen     BreakerState = 2
+)
+
+// String returns closed, half-open or open.
+func (b BreakerState) String() string {
+	switch b {
+	case BreakerHalfOpen:
+		return "half-open"
+	case BreakerOpen:
+		return "open"
+	}
+	return "closed"
+}
+
+// SetBreaker records the instance's breaker state.
+func (l *Load) SetBreaker(b BreakerState) { l.breaker.Store(uint32(b)) }
+
+// Breaker is the instance's breaker state (closed until told otherwise).
+func (l *Load) Breaker() BreakerState { return BreakerState(l.breaker.Load()) }
 
 // Acquire counts a request sent to the instance.
 func (l *Load) Acquire() {

@@ -63,6 +63,9 @@ type Filter interface {
 	Keep(ep *Endpoint) bool
 }
 
+// Built-in candidate rules of Pick: the instance serves the model, is not
+// draining, its breaker is not open, and this request has not tried it.
+
 // Router holds the current table and picks instances for requests. The table
 // is swapped whole; the pick path only loads a pointer.
 type Router struct {
@@ -116,7 +119,7 @@ func (r *Router) Pick(req *Request) (*Endpoint, Route, error) {
 	req.ModelName = mr.Name
 	cands := req.cands[:0]
 	for _, ep := range mr.Endpoints {
-		if ep.Instance.Draining || req.excluded(ep) || !r.keep(ep) {
+		if ep.Instance.Draining || ep.Load.Breaker() == BreakerOpen || req.excluded(ep) || !r.keep(ep) {
 			continue
 		}
 		cands = append(cands, ep)

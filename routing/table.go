@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/blitzscale/router/discovery"
@@ -103,6 +104,15 @@ func (t *Table) Snapshot() discovery.Snapshot { return t.snapshot }
 
 // Endpoints returns every instance, sorted by id. Callers must not modify it.
 func (t *Table) Endpoints() []*Endpoint { return t.endpoints }
+
+// Endpoint returns the instance with id, or nil.
+func (t *Table) Endpoint(id string) *Endpoint {
+	i, ok := slices.BinarySearchFunc(t.endpoints, id, func(ep *Endpoint, id string) int { return strings.Compare(ep.Instance.ID, id) })
+	if !ok {
+		return nil
+	}
+	return t.endpoints[i]
+}
 
 // Models returns every model any instance serves, sorted.
 func (t *Table) Models() []string { return t.models }
