@@ -103,11 +103,13 @@ func setDefault[T comparable](v *T, def T) {
 	}
 }
 
+func badField(field string, v any, why string) error {
+	return fmt.Errorf("%w: %s: %v: %s", ErrInvalidConfig, field, v, why)
+}
+
 // Validate checks c; the error names the flag of the bad field.
 func (c Config) Validate() error {
-	bad := func(field string, v any, why string) error {
-		return fmt.Errorf("%w: %s: %v: %s", ErrInvalidConfig, field, v, why)
-	}
+	bad := badField
 	if c.Policy != "" {
 		if _, err := routing.NewPicker(c.Policy); err != nil {
 			return bad("policy", c.Policy, fmt.Sprintf("must be one of %v", routing.Policies))

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 )
@@ -139,21 +140,30 @@ func skipValue(b []byte, i, depth int) (int, error) {
 	return 0, errNotJSONObject
 }
 
-// record keeps the raw value of a key the router cares about. Keys with
-// escapes never match: no client spells "model" with escapes.
+// record keeps the raw value of a key the router cares about. A key spelled
+// with escapes ("mod\u0065l") is the same key to the engine's JSON parser,
+// so it is decoded (rare, so its allocation does not matter); otherwise a
+// body could route on one model and run another.
 func (f *bodyFields) record(key, val []byte) {
+	name := key[1 : len(key)-1]
+	if bytes.IndexByte(name, '\\') >= 0 {
+		var ok bool
+		if name, ok = stringValue(key); !ok {
+			return
+		}
+	}
 	isString := len(val) >= 2 && val[0] == '"'
-	switch string(key) {
-	case `"model"`:
+	switch string(name) {
+	case "model":
 		f.model = nil
 		if isString {
 			f.model = val
 		}
-	case `"prompt_cache_key"`:
+	case "prompt_cache_key":
 		if isString {
 			f.promptCacheKey = val
 		}
-	case `"user"`:
+	case "user":
 		if isString {
 			f.user = val
 		}

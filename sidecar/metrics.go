@@ -28,6 +28,7 @@ type metrics struct {
 	retries  *prometheus.CounterVec
 	lastSync *prometheus.GaugeVec
 	overhead prometheus.Histogram
+	publishs *prometheus.CounterVec
 }
 
 // latencyBuckets span LLM latencies: 5 ms to about 2 minutes.
@@ -59,7 +60,10 @@ func newMetrics(s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(5e-6, 2, 16),
 		}),
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.ttftHist, m.shedding, m.retries, m.lastSync, m.overhead,
+	m.publishs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "blitz_load_publish_total", Help: "Load record publishes by result (ok, error, skipped).",
+	}, []string{"result"})
+	m.registry.MustRegister(m.publishs, m.requests, m.duration, m.ttftHist, m.shedding, m.retries, m.lastSync, m.overhead,
 		&tableCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
@@ -81,14 +85,17 @@ func (m *metrics) done(model, instance string, prio routing.Priority, code int, 
 	m.duration.WithLabelValues(model, prio.String()).Observe(d.Seconds())
 }
 
+func (m *metrics) publish(result string) { m.publishs.WithLabelValues(result).Inc() }
+
 func (m *metrics) shed(prio routing.Priority, reason string) {
 	m.shedding.WithLabelValues(prio.String(), reason).Inc()
 }
 
-func (m *metrics) ttft(ep *routing.Endpoint, d time.Duration) {
-	if len(ep.Instance.Models) > 0 {
-		m.ttftHist.WithLabelValues(ep.Instance.Models[0]).Observe(d.Seconds())
-	}
+// ttft observes a stream's time to first event under the request's model
+// (the table's name for it), not the instance's first model: an instance
+// may serve several.
+func (m *metrics) ttft(model string, d time.Duration) {
+	m.ttftHist.WithLabelValues(model).Observe(d.Seconds())
 }
 
 func (m *metrics) observeSync(snap discovery.Snapshot) {

@@ -79,7 +79,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 
 	ep, route, err := s.router.Pick(req)
 	if err != nil {
-		s.reject(w, s.pickError(err, model), req.ModelName, prio, start)
+		s.reject(w, s.pickError(err, model, prio), req.ModelName, prio, start)
 		return
 	}
 	removeHopHeaders(r.Header)
@@ -188,15 +188,16 @@ func (s *Server) readBody(ex *exchange, r *http.Request) (apiError, bool) {
 	}
 }
 
-// pickError maps a routing error to the contract's answer.
-func (s *Server) pickError(err error, model []byte) apiError {
+// pickError maps a routing error to the contract's answer; a shed request
+// is counted under its own priority.
+func (s *Server) pickError(err error, model []byte, prio routing.Priority) apiError {
 	switch {
 	case errors.Is(err, routing.ErrModelNotFound):
 		return apiError{status: http.StatusNotFound, message: "the model '" + string(model) + "' is not served by any instance", typ: typeInvalidRequest, param: "model", code: codeModelNotFound}
 	case errors.Is(err, routing.ErrNoTable):
 		return apiError{status: http.StatusServiceUnavailable, message: "discovery has not completed its first sync", typ: typeServer, code: codeNoHealthyUpstream, retryAfter: time.Second}
 	default:
-		s.metrics.shed(routing.PriorityNormal, "no_healthy_upstream")
+		s.metrics.shed(prio, "no_healthy_upstream")
 		return apiError{status: http.StatusServiceUnavailable, message: "every instance serving '" + string(model) + "' is draining, open-circuited or saturated", typ: typeServer, code: codeNoHealthyUpstream, retryAfter: time.Second}
 	}
 }

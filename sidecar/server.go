@@ -30,6 +30,11 @@ type Server struct {
 	// upstreamAuth is the ready-made Authorization value for instances.
 	upstreamAuth []string
 
+	// peerLoad is the last sum of peers' in-flight per instance id.
+	peerLoad atomic.Pointer[map[string]int64]
+	// fleetSize is the sidecars this one sees publishing, itself included.
+	fleetSize atomic.Int64
+
 	ready    atomic.Bool // first snapshot applied
 	stopping atomic.Bool // shutdown started: /readyz says 503
 	now      func() time.Time
@@ -98,6 +103,7 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 // Apply makes snap the routing view. The first call marks the sidecar ready.
 func (s *Server) Apply(snap discovery.Snapshot) {
 	t := s.router.Update(snap)
+	s.refreshPeers()
 	s.metrics.observeSync(snap)
 	if !s.ready.Swap(true) {
 		s.cfg.Logger.Info("discovery synced", "source", snap.Source, "instances", len(snap.Instances))

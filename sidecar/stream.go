@@ -57,7 +57,7 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		if cut > 0 {
 			if first && sse {
 				ep.Load.ObserveTTFT(s.now().Sub(sent))
-				s.metrics.ttft(ep, s.now().Sub(sent))
+				s.metrics.ttft(ex.req.ModelName, s.now().Sub(sent))
 				first = false
 			}
 			if _, werr := w.Write(buf[:cut]); werr != nil {

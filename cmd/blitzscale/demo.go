@@ -2,18 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/blitzscale/router/discovery"
-	"github.com/blitzscale/router/discovery/static"
+	"github.com/blitzscale/router/discovery/etcd"
 	"github.com/blitzscale/router/internal/llmsim"
 	"github.com/blitzscale/router/sidecar"
 )
@@ -31,7 +31,7 @@ func runDemo(ctx context.Context, args []string, e env) error {
 	var config, listen, stateDir, policy, logLevel string
 	fs.StringVar(&config, "config", "", "YAML file whose keys are these flag names")
 	fs.StringVar(&listen, "listen", sidecar.DefaultListen, "address of the demo's sidecar")
-	fs.StringVar(&stateDir, "state-dir", "", "where the demo keeps its registry data (default: a new temporary directory)")
+	fs.StringVar(&stateDir, "state-dir", "", "where the demo's embedded etcd keeps its data (default: a new temporary directory)")
 	fs.StringVar(&policy, "policy", sidecar.DefaultPolicy, "routing policy")
 	fs.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	if err := parse(fs, args, e); err != nil {
@@ -53,57 +53,97 @@ func runDemo(ctx context.Context, args []string, e env) error {
 	}
 	logger := newLogger(e, logLevel, "text")
 
+	// Close the registry last: after the sidecar and every registration.
+	reg := registryFlags{registry: "embedded", service: etcd.DefaultService, etcdPrefix: etcd.DefaultPrefix,
+		etcdEndpoints: "127.0.0.1:0", stateDir: stateDir}
+	conn, err := reg.open(ctx, "demo", logger)
+	if err != nil {
+		return err
+	}
+	defer conn.close()
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var instances []discovery.Instance
 	for _, cfg := range demoEngines {
-		sim, err := llmsim.New(cfg)
+		in, err := startDemoEngine(ctx, &wg, cfg, conn.etcd, logger)
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return fmt.Errorf("engine %s: %w", cfg.ID, err)
-		}
-		wg.Go(func() { _ = serveUntilDone(ctx, ln, sim, time.Second) })
-		instances = append(instances, discovery.Instance{ID: cfg.ID, Address: ln.Addr().String(), Models: cfg.Models,
-			Meta: map[string]string{"engine": "llmsim", "zone": "demo"}})
+		instances = append(instances, in)
 	}
-	file := filepath.Join(stateDir, "instances.json")
-	if err := writeInstances(file, instances); err != nil {
+	if err := waitRegistered(ctx, conn.etcd, len(instances)); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w (is another sidecar running? try --listen 127.0.0.1:0)", err)
 	}
-	src := static.New(file)
-	src.Logger = logger
-	printDemoBanner(e.stdout, ln.Addr().String(), instances, file)
-	return serveSidecar(ctx, sidecar.Config{SidecarID: "demo", Policy: policy, Logger: logger, ShutdownTimeout: 5 * time.Second}, ln, src)
+	printDemoBanner(e.stdout, ln.Addr().String(), instances, conn)
+	return serveSidecar(ctx, sidecar.Config{SidecarID: "demo", Policy: policy, Logger: logger, ShutdownTimeout: 5 * time.Second},
+		sidecar.LoadConfig{}, ln, conn)
 }
 
-func writeInstances(path string, instances []discovery.Instance) error {
-	b, err := json.MarshalIndent(instances, "", "  ")
+// startDemoEngine serves a simulated engine on a free loopback port and
+// registers it through the same code path as `blitzscale register`.
+func startDemoEngine(ctx context.Context, wg *sync.WaitGroup, cfg llmsim.Config, reg etcd.Config, logger *slog.Logger) (discovery.Instance, error) {
+	sim, err := llmsim.New(cfg)
+	if err != nil {
+		return discovery.Instance{}, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return discovery.Instance{}, fmt.Errorf("engine %s: %w", cfg.ID, err)
+	}
+	in := discovery.Instance{ID: cfg.ID, Address: ln.Addr().String(), Models: cfg.Models,
+		Meta: map[string]string{"engine": "llmsim", "zone": "demo"}}
+	registrar, err := etcd.NewRegistrar(etcd.RegistrarConfig{Config: reg})
+	if err != nil {
+		ln.Close()
+		return discovery.Instance{}, err
+	}
+	// The engine outlives its registration: it stops after the drain.
+	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Go(func() { _ = serveUntilDone(engineCtx, ln, sim, time.Second) })
+	wg.Go(func() {
+		defer stopEngine()
+		probe := discovery.ProbeConfig{Interval: time.Second, DrainPeriod: 100 * time.Millisecond, Logger: logger}
+		if err := discovery.KeepRegistered(ctx, registrar, in, probe); err != nil {
+			logger.Warn("demo engine registration", "instance", in.ID, "err", err)
+		}
+	})
+	return in, nil
+}
+
+// waitRegistered returns once the registry lists n instances, so that the
+// printed commands work the moment they appear.
+func waitRegistered(ctx context.Context, reg etcd.Config, n int) error {
+	src, err := etcd.NewSource(reg)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for snap := range src.Watch(wctx) {
+		if len(snap.Instances) >= n {
+			return nil
+		}
 	}
-	return os.Rename(tmp, path)
+	if ctx.Err() != nil {
+		return nil // interrupted: the sidecar will stop at once
+	}
+	return errors.New("demo: the simulated engines did not register within 15s")
 }
 
-func printDemoBanner(w io.Writer, addr string, instances []discovery.Instance, file string) {
+func printDemoBanner(w io.Writer, addr string, instances []discovery.Instance, conn *conn) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "BlitzScale demo: a sidecar on http://%s routing to %d simulated engines\n\n", addr, len(instances))
 	for _, in := range instances {
 		fmt.Fprintf(&b, "  %-8s %-21s %s\n", in.ID, in.Address, strings.Join(in.Models, ", "))
 	}
-	fmt.Fprintf(&b, "\nRegistry (static file, edit it to see routing follow): %s\n", file)
+	fmt.Fprintf(&b, "\nRegistry: embedded etcd at %s, keys under %s/services/%s/\n", strings.Join(conn.endpoints, ","), conn.etcd.Prefix, conn.etcd.Service)
 	fmt.Fprintf(&b, `
 Try it:
 

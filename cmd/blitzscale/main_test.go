@@ -64,15 +64,21 @@ func TestExitCodes(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
 		{"version", []string{"version"}, 0, ""},
 		{"help", []string{"sidecar", "-h"}, 0, "-policy"},
-		{"bad policy", []string{"sidecar", "--static-file", good, "--policy", "fastest"}, 2, "policy"},
-		{"no static file", []string{"sidecar"}, 2, "static-file"},
-		{"missing static file", []string{"sidecar", "--static-file", "/nonexistent.yaml"}, 2, "static-file"},
-		{"invalid static file", []string{"sidecar", "--static-file", bad}, 2, "address"},
-		{"public listen without token", []string{"sidecar", "--static-file", good, "--listen", "0.0.0.0:8089"}, 2, "auth-token-file"},
-		{"bad listen", []string{"sidecar", "--static-file", good, "--listen", "nowhere"}, 2, "listen"},
-		{"negative rate", []string{"sidecar", "--static-file", good, "--rate-low", "-1"}, 2, "rate-low"},
+		{"bad policy", []string{"sidecar", "--registry", "static", "--static-file", good, "--policy", "fastest"}, 2, "policy"},
+		{"no static file", []string{"sidecar", "--registry", "static"}, 2, "static-file"},
+		{"consul not wired", []string{"sidecar", "--registry", "consul"}, 2, "consul"},
+		{"embedded on a public address", []string{"sidecar", "--etcd-endpoints", "10.0.0.1:2379"}, 2, "etcd-endpoints"},
+		{"bad etcd prefix", []string{"sidecar", "--registry", "etcd", "--etcd-prefix", "x/"}, 2, "etcd-prefix"},
+		{"register without id", []string{"register", "--address", "127.0.0.1:9", "--model", "m"}, 2, "id"},
+		{"register short ttl", []string{"register", "--id", "a", "--address", "127.0.0.1:9", "--model", "m", "--ttl", "2s"}, 2, "ttl"},
+		{"register bad meta", []string{"register", "--id", "a", "--address", "127.0.0.1:9", "--model", "m", "--meta", "novalue"}, 2, "meta"},
+		{"missing static file", []string{"sidecar", "--registry", "static", "--static-file", "/nonexistent.yaml"}, 2, "static-file"},
+		{"invalid static file", []string{"sidecar", "--registry", "static", "--static-file", bad}, 2, "address"},
+		{"public listen without token", []string{"sidecar", "--registry", "static", "--static-file", good, "--listen", "0.0.0.0:8089"}, 2, "auth-token-file"},
+		{"bad listen", []string{"sidecar", "--registry", "static", "--static-file", good, "--listen", "nowhere"}, 2, "listen"},
+		{"negative rate", []string{"sidecar", "--registry", "static", "--static-file", good, "--rate-low", "-1"}, 2, "rate-low"},
 		{"bad registry", []string{"sidecar", "--registry", "zookeeper"}, 2, "registry"},
-		{"bad log level", []string{"sidecar", "--static-file", good, "--log-level", "loud"}, 2, "log-level"},
+		{"bad log level", []string{"sidecar", "--registry", "static", "--static-file", good, "--log-level", "loud"}, 2, "log-level"},
 		{"sim without model", []string{"sim"}, 2, "model"},
 		{"sim bad concurrency", []string{"sim", "--model", "m", "--max-concurrency", "-1"}, 2, "max-concurrency"},
 		{"status unreachable", []string{"status", "--sidecar", "http://127.0.0.1:1"}, 1, "127.0.0.1:1"},
@@ -212,7 +218,7 @@ func TestSidecarFollowsStaticFile(t *testing.T) {
 	t.Cleanup(engine.Close)
 	file := writeFile(t, "instances.yaml", fmt.Sprintf("- id: e1\n  address: %s\n  models: [m]\n", engine.Listener.Addr()))
 	port := freePort(t)
-	cfg := writeFile(t, "sidecar.yaml", fmt.Sprintf("listen: 127.0.0.1:%d\nstatic-file: %s\npolicy: least-load\n", port, file))
+	cfg := writeFile(t, "sidecar.yaml", fmt.Sprintf("registry: static\nlisten: 127.0.0.1:%d\nstatic-file: %s\npolicy: least-load\n", port, file))
 	_, stderr, stop := startCmd(t, "sidecar", "--config", cfg)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	waitFor(t, "readiness", func() bool {

@@ -8,35 +8,29 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/blitzscale/router/discovery"
-	"github.com/blitzscale/router/discovery/static"
 	"github.com/blitzscale/router/routing"
 	"github.com/blitzscale/router/sidecar"
 )
 
 // sidecarFlags are the flags of `blitzscale sidecar`.
 type sidecarFlags struct {
-	config, listen, registry, service, staticFile       string
-	etcdEndpoints, etcdPrefix, consulAddr               string
-	logLevel, logFormat, authTokenFile, upstreamKeyFile string
-	cfg                                                 sidecar.Config
+	reg                            registryFlags
+	config, listen                 string
+	logLevel, logFormat            string
+	authTokenFile, upstreamKeyFile string
+	cfg                            sidecar.Config
+	load                           sidecar.LoadConfig
 }
 
 func (f *sidecarFlags) register(fs *flag.FlagSet, getenv func(string) string) {
-	consul := getenv("CONSUL_HTTP_ADDR")
-	if consul == "" {
-		consul = "127.0.0.1:8500"
-	}
 	fs.StringVar(&f.config, "config", "", "YAML file whose keys are these flag names")
 	fs.StringVar(&f.listen, "listen", sidecar.DefaultListen, "address to serve the OpenAI API on (non-loopback needs --auth-token-file)")
-	fs.StringVar(&f.registry, "registry", "static", "where instances come from: static (embedded, etcd and consul are not wired yet)")
-	fs.StringVar(&f.service, "service", "llm", "service name of the inference instances in the registry")
-	fs.StringVar(&f.staticFile, "static-file", "", "YAML or JSON list of instances (--registry static); re-read when it changes")
-	fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd host:port or URLs")
-	fs.StringVar(&f.etcdPrefix, "etcd-prefix", "/blitzscale", "etcd key prefix")
-	fs.StringVar(&f.consulAddr, "consul-addr", consul, "Consul agent address (default from CONSUL_HTTP_ADDR)")
+	f.reg.register(fs, getenv, "embedded", "embedded", "etcd", "consul", "static")
+	fs.DurationVar(&f.load.Period, "load-period", 2*time.Second, "nominal period of this sidecar's load record (stretched to respect --fleet-write-budget)")
+	fs.Float64Var(&f.load.FleetWriteBudget, "fleet-write-budget", 100, "registry writes per second the whole fleet's load records may cost")
 	fs.StringVar(&f.cfg.SidecarID, "sidecar-id", "", "this sidecar's id in the registry (default: host name)")
 	fs.StringVar(&f.cfg.Policy, "policy", sidecar.DefaultPolicy, "routing policy: "+strings.Join(routing.Policies, ", "))
 	fs.Int64Var(&f.cfg.MaxBodyBytes, "max-body-bytes", sidecar.DefaultMaxBodyBytes, "largest request body accepted (413 above)")
@@ -68,18 +62,8 @@ func (f *sidecarFlags) validate() error {
 	if !isLoopback(host) && f.authTokenFile == "" {
 		return usageErr("listen: %q is not a loopback address; serving off the host requires --auth-token-file", f.listen)
 	}
-	if f.service == "" {
-		return usageErr("service: must not be empty")
-	}
-	switch f.registry {
-	case "static":
-		if f.staticFile == "" {
-			return usageErr("static-file: required with --registry static")
-		}
-	case "embedded", "etcd", "consul":
-		return usageErr("registry: %q is not available in this build yet (use static)", f.registry)
-	default:
-		return usageErr("registry: %q: want embedded, etcd, consul or static", f.registry)
+	if err := f.reg.validate(); err != nil {
+		return err
 	}
 	if _, err := parseLevel(f.logLevel); err != nil {
 		return usageErr("log-level: %v", err)
@@ -88,6 +72,9 @@ func (f *sidecarFlags) validate() error {
 		return usageErr("log-format: %q: want text or json", f.logFormat)
 	}
 	if err := f.cfg.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	if err := f.load.Validate(); err != nil {
 		return usageErr("%v", err)
 	}
 	return nil
@@ -149,37 +136,56 @@ func runSidecar(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	f.cfg.Logger = newLogger(e, f.logLevel, f.logFormat)
-	src, err := f.source()
+	if f.cfg.SidecarID == "" {
+		f.cfg.SidecarID = hostname()
+	}
+	reg, err := f.reg.open(ctx, f.cfg.SidecarID, f.cfg.Logger)
 	if err != nil {
 		return err
 	}
+	defer reg.close()
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return serveSidecar(ctx, f.cfg, ln, src)
+	return serveSidecar(ctx, f.cfg, f.load, ln, reg)
 }
 
-// source builds the discovery source the flags name. A static file is read
-// once here so that a bad file is a usage error (exit 2), not a sidecar that
-// never becomes ready.
-func (f *sidecarFlags) source() (discovery.Source, error) {
-	if _, err := static.Load(f.staticFile); err != nil {
-		return nil, usageErr("static-file: %v", err)
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "sidecar"
 	}
-	src := static.New(f.staticFile)
-	src.Logger = f.cfg.Logger
-	return src, nil
+	return h
 }
 
-func serveSidecar(ctx context.Context, cfg sidecar.Config, ln net.Listener, src discovery.Source) error {
+// serveSidecar runs the sidecar on ln with reg until ctx is done. Load
+// publishing outlives the HTTP drain so that peers see this sidecar's
+// streams until they end; then the record is removed.
+func serveSidecar(ctx context.Context, cfg sidecar.Config, load sidecar.LoadConfig, ln net.Listener, reg *conn) error {
 	s, err := sidecar.New(cfg)
 	if err != nil {
 		ln.Close()
 		return usageErr("%v", err)
 	}
+	var wg sync.WaitGroup
+	peersCtx, stopPeers := context.WithCancel(ctx)
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+	if reg.peers != nil {
+		wg.Go(func() { s.FollowPeers(peersCtx, reg.peers) })
+	}
+	if reg.publisher != nil {
+		wg.Go(func() {
+			if err := s.PublishLoad(pubCtx, reg.publisher, load); err != nil {
+				cfg.Logger.Warn("removing the load record failed", "err", err)
+			}
+		})
+	}
 	start := time.Now()
-	err = s.Run(ctx, ln, src)
+	err = s.Run(ctx, ln, reg.source)
+	stopPub()
+	stopPeers()
+	wg.Wait()
 	cfg.Logger.Info("sidecar stopped", "uptime", time.Since(start).Round(time.Second))
 	return err
 }
