@@ -18,8 +18,9 @@ type LoadConfig struct {
 	// sidecars started together do not write together. Default 0.2.
 	Jitter float64
 	// MinChange is the change in one instance's in-flight count that makes a
-	// publish worth its write; smaller moves wait for the heartbeat.
-	// Default 1 (any change).
+	// publish worth its write (or 20% of the last published count, if more);
+	// smaller moves wait for the heartbeat. A breaker change always counts.
+	// Default 2.
 	MinChange int64
 	// FleetWriteBudget is the registry writes per second that the load
 	// records of the whole fleet may cost. Each sidecar stretches its period
@@ -34,7 +35,7 @@ type LoadConfig struct {
 func (c LoadConfig) withDefaults() LoadConfig {
 	setDefault(&c.Period, 2*time.Second)
 	setDefault(&c.Jitter, 0.2)
-	setDefault(&c.MinChange, 1)
+	setDefault(&c.MinChange, 2)
 	setDefault(&c.FleetWriteBudget, 100)
 	setDefault(&c.Recent, 30*time.Second)
 	return c
@@ -62,7 +63,7 @@ func (c LoadConfig) Validate() error {
 type loadPublisher struct {
 	cfg      LoadConfig
 	seq      uint64
-	last     map[string]int64
+	last     map[string]discovery.InstanceLoad
 	lastAt   time.Time
 	lastUsed map[string]usage
 }
@@ -79,7 +80,7 @@ type usage struct {
 // is two periods old: readers drop records older than three.
 func (s *Server) PublishLoad(ctx context.Context, pub discovery.Publisher, cfg LoadConfig) error {
 	cfg = cfg.withDefaults()
-	p := &loadPublisher{cfg: cfg, last: map[string]int64{}, lastUsed: map[string]usage{}}
+	p := &loadPublisher{cfg: cfg, last: map[string]discovery.InstanceLoad{}, lastUsed: map[string]usage{}}
 	timer := time.NewTimer(p.jittered(cfg.Period))
 	defer timer.Stop()
 	for {
@@ -103,9 +104,9 @@ func (s *Server) PublishLoad(ctx context.Context, pub discovery.Publisher, cfg L
 			} else {
 				s.metrics.publish("ok")
 				p.lastAt = now
-				p.last = map[string]int64{}
+				clear(p.last)
 				for _, il := range report.Instances {
-					p.last[il.ID] = il.InFlight
+					p.last[il.ID] = il
 				}
 			}
 		}
@@ -149,7 +150,7 @@ func (p *loadPublisher) build(t *routing.Table, id string, period time.Duration,
 				il.ErrorRate = float64(l.Failures()) / float64(req)
 			}
 			r.Instances = append(r.Instances, il)
-			if d := il.InFlight - p.last[in]; d >= p.cfg.MinChange || -d >= p.cfg.MinChange {
+			if p.moved(il) {
 				changed = true
 			}
 		}
@@ -165,6 +166,17 @@ func (p *loadPublisher) build(t *routing.Table, id string, period time.Duration,
 		}
 	}
 	return r, changed
+}
+
+// moved reports whether il differs from the last published record of its
+// instance enough to be worth a write.
+func (p *loadPublisher) moved(il discovery.InstanceLoad) bool {
+	last, ok := p.last[il.ID]
+	if !ok || last.Breaker != il.Breaker {
+		return true
+	}
+	d := il.InFlight - last.InFlight
+	return max(d, -d) >= max(p.cfg.MinChange, last.InFlight/5)
 }
 
 // FollowPeers feeds the peers' fresh in-flight counts into the routing

@@ -73,3 +73,62 @@ func get(url string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestTwoSidecarsShareLoad runs two sidecars on one etcd (the first one's
+// embedded server): streams open through the first must show up as global
+// in-flight in the second's routing view, and vanish when they end.
+func TestTwoSidecarsShareLoad(t *testing.T) {
+	sim, err := llmsim.New(llmsim.Config{ID: "e1", Models: []string{"m"}, TTFT: time.Millisecond, ITL: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := httptest.NewServer(sim)
+	t.Cleanup(engine.Close)
+	etcdAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	a := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	b := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	_, aErr, stopA := startCmd(t, "sidecar", "--listen", a, "--registry", "embedded", "--state-dir", t.TempDir(),
+		"--etcd-endpoints", etcdAddr, "--sidecar-id", "a", "--load-period", "100ms")
+	waitFor(t, "sidecar a", func() bool { return get("http://"+a+"/readyz") == http.StatusOK })
+	_, bErr, stopB := startCmd(t, "sidecar", "--listen", b, "--registry", "etcd",
+		"--etcd-endpoints", etcdAddr, "--sidecar-id", "b", "--load-period", "100ms")
+	_, _, stopRegister := startCmd(t, "register", "--registry", "etcd", "--etcd-endpoints", etcdAddr,
+		"--id", "e1", "--address", engine.Listener.Addr().String(), "--model", "m", "--probe-interval", "50ms", "--drain-period", "1ms")
+
+	globalInB := func() int64 {
+		_, st, err := fetchState(t.Context(), http.DefaultClient, "http://"+b)
+		if err != nil || len(st.Instances) != 1 {
+			return -1
+		}
+		return st.Instances[0].GlobalInFlight - st.Instances[0].InFlight
+	}
+	waitFor(t, "sidecar b to see the engine", func() bool { return globalInB() == 0 })
+
+	const streams = 3
+	var bodies []io.ReadCloser
+	for range streams {
+		resp, err := http.Post("http://"+a+"/v1/completions", "application/json",
+			strings.NewReader(`{"model":"m","prompt":"hi","max_tokens":200,"stream":true}`))
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream through a: %v %v", resp, err)
+		}
+		buf := make([]byte, 1)
+		if _, err := resp.Body.Read(buf); err != nil { // the stream is open
+			t.Fatal(err)
+		}
+		bodies = append(bodies, resp.Body)
+	}
+	waitFor(t, "b to see a's 3 streams", func() bool { return globalInB() == streams })
+	for _, body := range bodies {
+		body.Close()
+	}
+	waitFor(t, "b to see a's streams end", func() bool { return globalInB() == 0 })
+
+	stopRegister()
+	if code := stopB(); code != 0 {
+		t.Errorf("sidecar b exit %d:\n%s", code, bErr.String())
+	}
+	if code := stopA(); code != 0 {
+		t.Errorf("sidecar a exit %d:\n%s", code, aErr.String())
+	}
+}
