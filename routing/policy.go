@@ -12,27 +12,40 @@ type Route string
 
 // Routes the pickers of this package report.
 const (
-	RouteRoundRobin Route = "round-robin"
-	RouteRandom     Route = "random"
-	RouteLeastLoad  Route = "least-load"
-	RouteP2C        Route = "p2c"
-	RouteRetry      Route = "retry"
+	RouteRoundRobin    Route = "round-robin"
+	RouteRandom        Route = "random"
+	RouteLeastLoad     Route = "least-load"
+	RouteP2C           Route = "p2c"
+	RouteAffinity      Route = "affinity"       // the key's home instance took it
+	RouteAffinitySpill Route = "affinity-spill" // home was over the load bound
+	RouteRetry         Route = "retry"
 )
 
-// Picker chooses one of cands, which is never empty. Implementations must not
-// keep cands or req and must not allocate: Pick runs on every request.
+// Routes lists every Route this package reports, for ready-made header
+// values and metric labels.
+var Routes = []Route{RouteRoundRobin, RouteRandom, RouteLeastLoad, RouteP2C, RouteAffinity, RouteAffinitySpill, RouteRetry}
+
+// Picker chooses one of the candidates in c, or returns nil when none may
+// take the request (the router then says why). Implementations must not keep
+// req or c and must not allocate: Pick runs on every request. Sampling
+// pickers should test only the instances they draw (c.OK), so that their
+// cost does not grow with the model's instance count.
 type Picker interface {
-	Pick(req *Request, cands []*Endpoint) (*Endpoint, Route)
+	Pick(req *Request, c *Candidates) (*Endpoint, Route)
 }
 
-// Policies lists the names NewPicker accepts. "auto" is p2c until the
-// affinity policies land; it will prefer affinity when a request has a key.
-var Policies = []string{"auto", "round-robin", "random", "least-load", "p2c"}
+// Policies lists the names NewPicker accepts.
+var Policies = []string{"auto", "round-robin", "random", "least-load", "p2c", "affinity"}
 
-// NewPicker returns the picker named by a --policy value.
+// NewPicker returns the picker named by a --policy value. "auto", the
+// default, is Affinity: consistent hashing with bounded load for requests
+// with an affinity key, P2C for the others. "affinity" is the same picker
+// under its own name, so an experiment can name what it compares.
 func NewPicker(name string) (Picker, error) {
 	switch name {
-	case "auto", "p2c":
+	case "auto", "affinity":
+		return &Affinity{}, nil
+	case "p2c":
 		return &P2C{}, nil
 	case "round-robin":
 		return &RoundRobin{}, nil
@@ -49,23 +62,38 @@ var (
 	_ Picker = (*Random)(nil)
 	_ Picker = (*LeastLoad)(nil)
 	_ Picker = (*P2C)(nil)
+	_ Picker = (*Affinity)(nil)
 )
 
-// RoundRobin cycles through the candidates.
+// RoundRobin cycles through the candidates. When the instance whose turn it
+// is may not take the request, the turn goes to the (turn mod m)-th of the m
+// candidates, found by a scan: only then does the cost grow with the
+// instance count, and no instance inherits the turns of its ineligible
+// neighbours.
 type RoundRobin struct{ next atomic.Uint64 }
 
 // Pick implements Picker.
-func (p *RoundRobin) Pick(_ *Request, cands []*Endpoint) (*Endpoint, Route) {
-	return cands[(p.next.Add(1)-1)%uint64(len(cands))], RouteRoundRobin
+func (p *RoundRobin) Pick(_ *Request, c *Candidates) (*Endpoint, Route) {
+	turn := p.next.Add(1) - 1
+	if ep := c.At(int(turn % uint64(c.Len()))); c.OK(ep) {
+		return ep, RouteRoundRobin
+	}
+	if ep := c.nth(turn); ep != nil {
+		return ep, RouteRoundRobin
+	}
+	return nil, ""
 }
 
-// Random picks uniformly. Rand is the random source; nil means
-// math/rand/v2's lock-free global generator.
+// Random picks uniformly among the candidates. Rand is the random source;
+// nil means math/rand/v2's lock-free global generator.
 type Random struct{ Rand func(n uint64) uint64 }
 
 // Pick implements Picker.
-func (p *Random) Pick(_ *Request, cands []*Endpoint) (*Endpoint, Route) {
-	return cands[randN(p.Rand, uint64(len(cands)))], RouteRandom
+func (p *Random) Pick(_ *Request, c *Candidates) (*Endpoint, Route) {
+	if ep := c.sample(p.Rand); ep != nil {
+		return ep, RouteRandom
+	}
+	return nil, ""
 }
 
 func randN(f func(uint64) uint64, n uint64) uint64 {
@@ -75,30 +103,17 @@ func randN(f func(uint64) uint64, n uint64) uint64 {
 	return f(n)
 }
 
-// load is the score every load-aware picker minimises: the fleet's requests
-// in flight to the instance over its weight.
-func load(ep *Endpoint) float64 {
-	return float64(ep.Load.GlobalInFlight()) / ep.Weight
-}
-
-// LeastLoad picks the candidate with the lowest global load. It starts its
-// scan at a rotating offset so that ties spread instead of piling onto the
-// first instance.
+// LeastLoad picks the candidate with the lowest global load (Candidates.Load).
+// Ties rotate, so that they spread instead of piling onto one instance. It
+// scans every instance: O(n).
 type LeastLoad struct{ next atomic.Uint64 }
 
 // Pick implements Picker.
-func (p *LeastLoad) Pick(_ *Request, cands []*Endpoint) (*Endpoint, Route) {
-	n := uint64(len(cands))
-	start := (p.next.Add(1) - 1) % n
-	best := cands[start]
-	bestLoad := load(best)
-	for i := uint64(1); i < n; i++ {
-		ep := cands[(start+i)%n]
-		if l := load(ep); l < bestLoad {
-			best, bestLoad = ep, l
-		}
+func (p *LeastLoad) Pick(_ *Request, c *Candidates) (*Endpoint, Route) {
+	if ep := c.leastLoaded(p.next.Add(1) - 1); ep != nil {
+		return ep, RouteLeastLoad
 	}
-	return best, RouteLeastLoad
+	return nil, ""
 }
 
 // P2C is the power of two choices: sample two distinct candidates, keep the
@@ -108,18 +123,15 @@ func (p *LeastLoad) Pick(_ *Request, cands []*Endpoint) (*Endpoint, Route) {
 type P2C struct{ Rand func(n uint64) uint64 }
 
 // Pick implements Picker.
-func (p *P2C) Pick(_ *Request, cands []*Endpoint) (*Endpoint, Route) {
-	n := uint64(len(cands))
-	if n == 1 {
-		return cands[0], RouteP2C
+func (p *P2C) Pick(_ *Request, c *Candidates) (*Endpoint, Route) {
+	a, b := c.sampleTwo(p.Rand)
+	switch {
+	case a == nil:
+		return nil, ""
+	case b == nil:
+		return a, RouteP2C
 	}
-	i := randN(p.Rand, n)
-	j := randN(p.Rand, n-1)
-	if j >= i {
-		j++
-	}
-	a, b := cands[i], cands[j]
-	la, lb := load(a), load(b)
+	la, lb := c.Load(a), c.Load(b)
 	switch {
 	case la < lb:
 		return a, RouteP2C

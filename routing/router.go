@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,14 +29,11 @@ type Request struct {
 
 	tried  [maxAttempts]*Endpoint
 	ntried int
-	cands  []*Endpoint // scratch reused across requests
+	cands  Candidates // handed to the picker without allocating
 }
 
-// Reset clears r for reuse, keeping its scratch capacity.
-func (r *Request) Reset() {
-	cands := r.cands[:0]
-	*r = Request{cands: cands}
-}
+// Reset clears r for reuse.
+func (r *Request) Reset() { *r = Request{} }
 
 // Exclude keeps ep out of later picks of this request (it failed).
 func (r *Request) Exclude(ep *Endpoint) {
@@ -48,9 +46,11 @@ func (r *Request) Exclude(ep *Endpoint) {
 // Attempts is how many instances Exclude has recorded.
 func (r *Request) Attempts() int { return r.ntried }
 
+// excluded compares counters, not endpoints: they identify an instance
+// across table swaps, endpoints do not.
 func (r *Request) excluded(ep *Endpoint) bool {
 	for _, t := range r.tried[:r.ntried] {
-		if t == ep {
+		if t.Load == ep.Load {
 			return true
 		}
 	}
@@ -58,42 +58,86 @@ func (r *Request) excluded(ep *Endpoint) bool {
 }
 
 // Filter narrows candidates: Keep returns false for an instance that must not
-// take the request now (an open breaker, a full concurrency cap).
+// take the request now.
 type Filter interface {
 	Keep(ep *Endpoint) bool
 }
-
-// Built-in candidate rules of Pick: the instance serves the model, is not
-// draining, its breaker is not open, and this request has not tried it.
 
 // Router holds the current table and picks instances for requests. The table
 // is swapped whole; the pick path only loads a pointer.
 type Router struct {
 	table   atomic.Pointer[Table]
-	loads   loadRegistry
+	cfg     Config // defaults applied
 	picker  Picker
 	filters []Filter
 	now     func() time.Time
+
+	mu sync.Mutex // serialises Update
+	st lasting
 }
 
-// NewRouter returns a router that picks with p and applies filters after the
-// built-in ones (serves the model, not draining, not already tried).
-func NewRouter(p Picker, filters ...Filter) *Router {
-	return &Router{picker: p, filters: filters, now: time.Now}
+// lasting is the router state that outlives tables: live counters keyed by
+// instance id and queues keyed by model name. The maps change only under
+// Router.mu, when a table is built.
+type lasting struct {
+	loads  loadRegistry
+	queues map[string]*modelQueue
+	// queued is the depth of all queues per priority (QueueDepth).
+	queued [numPriorities]atomic.Int64
 }
+
+// New returns a router for cfg that picks with p and applies filters after
+// the built-in candidate rules (serves the model, not draining, breaker not
+// open, below its cap, not already tried). It fails when cfg does not
+// validate.
+func New(cfg Config, p Picker, filters ...Filter) (*Router, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Router{
+		cfg:     cfg.withDefaults(),
+		picker:  p,
+		filters: filters,
+		now:     time.Now,
+		st:      lasting{loads: loadRegistry{}, queues: map[string]*modelQueue{}},
+	}, nil
+}
+
+// NewRouter is New with the default Config.
+func NewRouter(p Picker, filters ...Filter) *Router {
+	r, err := New(Config{}, p, filters...)
+	if err != nil {
+		panic(err) // the zero Config is valid
+	}
+	return r
+}
+
+// Config returns the router's configuration, defaults applied.
+func (r *Router) Config() Config { return r.cfg }
 
 // Update builds a table from snap and makes it current. Loads of instances
-// that remain keep their counters.
+// that remain keep their counters, and queued requests keep their place;
+// every queue's head retries, since instances may have come or gone.
 func (r *Router) Update(snap discovery.Snapshot) *Table {
-	r.loads.mu.Lock()
-	defer r.loads.mu.Unlock()
-	t := newTable(snap, &r.loads, r.now())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := newTable(snap, r.cfg, &r.st, r.now())
 	keep := make(map[string]bool, len(snap.Instances))
 	for _, in := range snap.Instances {
 		keep[in.ID] = true
 	}
-	r.loads.prune(keep)
+	r.st.loads.leave(keep)
+	for m, q := range r.st.queues {
+		// A queue of a model that left stays while requests wait in it;
+		// their retry tells them the model is gone.
+		if t.byModel[m] == nil && q.len.Load() == 0 {
+			delete(r.st.queues, m)
+		}
+	}
 	r.table.Store(t)
+	for _, q := range r.st.queues {
+		q.wakeHead()
+	}
 	return t
 }
 
@@ -103,36 +147,58 @@ func (r *Router) Table() *Table { return r.table.Load() }
 // Picker returns the router's policy.
 func (r *Router) Picker() Picker { return r.picker }
 
-// Pick chooses an instance for req. It returns ErrModelNotFound when no
-// instance serves the model and ErrNoHealthyUpstream when none may take the
-// request now. It takes no lock and, once req's scratch has grown, does not
-// allocate.
+// Pick chooses an instance for req without counting it in flight (Acquire
+// does both). It returns ErrModelNotFound when no instance serves the model,
+// ErrSaturated when the only instances that could take it are at their cap,
+// and ErrNoHealthyUpstream when none may take it. It takes no lock and does
+// not allocate.
 func (r *Router) Pick(req *Request) (*Endpoint, Route, error) {
+	mr, err := r.route(req)
+	if err != nil {
+		return nil, "", err
+	}
+	return r.pickIn(mr, req)
+}
+
+// route finds the model's entry in the current table.
+func (r *Router) route(req *Request) (*ModelRoute, error) {
 	t := r.table.Load()
 	if t == nil {
-		return nil, "", ErrNoTable
+		return nil, ErrNoTable
 	}
 	mr := t.ForModel(req.Model)
 	if mr == nil {
-		return nil, "", ErrModelNotFound
+		return nil, ErrModelNotFound
 	}
 	req.ModelName = mr.Name
-	cands := req.cands[:0]
-	for _, ep := range mr.Endpoints {
-		if ep.Instance.Draining || ep.Load.Breaker() == BreakerOpen || req.excluded(ep) || !r.keep(ep) {
-			continue
-		}
-		cands = append(cands, ep)
+	return mr, nil
+}
+
+func (r *Router) pickIn(mr *ModelRoute, req *Request) (*Endpoint, Route, error) {
+	c := &req.cands
+	*c = Candidates{route: mr, req: req, r: r}
+	ep, route := r.picker.Pick(req, c)
+	if ep == nil {
+		return nil, "", r.whyNone(c)
 	}
-	req.cands = cands
-	if len(cands) == 0 {
-		return nil, "", ErrNoHealthyUpstream
-	}
-	ep, route := r.picker.Pick(req, cands)
 	if req.ntried > 0 {
 		route = RouteRetry
 	}
 	return ep, route, nil
+}
+
+// whyNone tells a saturated model from one with no usable instance, after
+// a pick found nothing. An instance that passes every rule but the cap
+// makes it saturated, so waiting helps; it counts whatever its load reads
+// now, because a release between the pick and this scan must not turn a
+// full model into a broken one. It scans, but only on this slow path.
+func (r *Router) whyNone(c *Candidates) error {
+	for _, ep := range c.route.Endpoints {
+		if !ep.draining && ep.Load.Breaker() != BreakerOpen && !c.req.excluded(ep) && r.keep(ep) {
+			return ErrSaturated
+		}
+	}
+	return ErrNoHealthyUpstream
 }
 
 func (r *Router) keep(ep *Endpoint) bool {
@@ -142,4 +208,12 @@ func (r *Router) keep(ep *Endpoint) bool {
 		}
 	}
 	return true
+}
+
+// Cap is ep's concurrency cap now (0: none): its MaxInflight, lowered to
+// what the engine runs (but not below 1) while a fresh scrape shows the
+// engine queueing, so that the excess waits here where priority applies.
+func (r *Router) Cap(ep *Endpoint) int64 {
+	c := Candidates{r: r}
+	return capWith(ep.MaxInflight, c.engine(ep))
 }

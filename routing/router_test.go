@@ -260,30 +260,3 @@ func TestEWMA(t *testing.T) {
 		t.Errorf("after 200ms: %v, want 120ms (alpha 0.2)", got)
 	}
 }
-
-func BenchmarkPick(b *testing.B) {
-	for _, n := range []int{10, 100, 1000} {
-		ins := make([]discovery.Instance, n)
-		for i := range ins {
-			ins[i] = inst(fmt.Sprintf("gpu-%04d", i), "m")
-		}
-		snap := snapshot(b, ins...)
-		for _, policy := range []string{"round-robin", "least-load", "p2c"} {
-			b.Run(fmt.Sprintf("%s/n=%d", policy, n), func(b *testing.B) {
-				p, _ := NewPicker(policy)
-				r := NewRouter(p)
-				r.Update(snap)
-				req := &Request{}
-				model := []byte("m")
-				b.ReportAllocs()
-				for b.Loop() {
-					req.Reset()
-					req.Model = model
-					if _, _, err := r.Pick(req); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		}
-	}
-}

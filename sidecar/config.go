@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/blitzscale/router/breaker"
 	"github.com/blitzscale/router/routing"
 )
 
@@ -41,6 +42,21 @@ type Config struct {
 	// MaxIdleConnsPerHost sizes the keep-alive pool towards each instance.
 	// Default 256.
 	MaxIdleConnsPerHost int
+	// StreamIdleTimeout ends a response whose instance sends nothing for
+	// this long after its first byte (a hung engine mid-stream). Default 120s.
+	StreamIdleTimeout time.Duration
+	// AffinityPrefixBytes is how much of the prompt keys prefix affinity when
+	// a request names no session. Default 256 bytes: about the length of a
+	// shared system prompt's start, long enough to tell prompts apart.
+	AffinityPrefixBytes int
+	// Scrape tunes the reading of engines' own queue metrics.
+	Scrape ScrapeConfig
+	// Routing configures caps, queues and the affinity bound.
+	Routing routing.Config
+	// RetryBudget bounds retries to a fraction of recent requests.
+	RetryBudget RetryBudget
+	// Breaker configures the per-instance circuit breakers.
+	Breaker breaker.Config
 	// Admission holds a token bucket per priority. Zero admits everything.
 	Admission routing.AdmissionConfig
 	// AuthToken, when set, is the bearer token clients must send on /v1/ and
@@ -65,6 +81,7 @@ const (
 	DefaultConnectTimeout      = 2 * time.Second
 	DefaultFirstByteTimeout    = 120 * time.Second
 	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultStreamIdleTimeout   = 120 * time.Second
 	DefaultMaxRetries          = 2
 	DefaultMaxIdleConnsPerHost = 256
 )
@@ -85,6 +102,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&c.FirstByteTimeout, DefaultFirstByteTimeout)
 	setDefault(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&c.StreamIdleTimeout, DefaultStreamIdleTimeout)
+	setDefault(&c.AffinityPrefixBytes, 256)
 	setDefault(&c.MaxRetries, DefaultMaxRetries)
 	setDefault(&c.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
 	if c.MaxRetries < 0 {
@@ -124,6 +143,7 @@ func (c Config) Validate() error {
 		{"connect-timeout", c.ConnectTimeout},
 		{"first-byte-timeout", c.FirstByteTimeout},
 		{"shutdown-timeout", c.ShutdownTimeout},
+		{"stream-idle-timeout", c.StreamIdleTimeout},
 	} {
 		if d.v < 0 {
 			return bad(d.name, d.v, "must be >= 0 (0 means the default)")
@@ -138,6 +158,21 @@ func (c Config) Validate() error {
 		return bad("max-retries", c.MaxRetries, fmt.Sprintf("must be -1 (none) to %d", maxRetriesLimit))
 	case c.MaxIdleConnsPerHost < 0:
 		return bad("max-idle-conns-per-host", c.MaxIdleConnsPerHost, "must be >= 0")
+	}
+	if c.Scrape.Timeout < 0 {
+		return bad("engine-scrape-timeout", c.Scrape.Timeout, "must be >= 0")
+	}
+	if c.AffinityPrefixBytes < 0 {
+		return bad("affinity-prefix-bytes", c.AffinityPrefixBytes, "must be >= 0 (0 means 256)")
+	}
+	if err := c.Routing.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	if err := c.RetryBudget.Validate(); err != nil {
+		return err
+	}
+	if err := c.Breaker.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	if err := c.Admission.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)

@@ -19,6 +19,9 @@ type bodyFields struct {
 	// affinity keys a client gives without the X-Blitz-Session header.
 	promptCacheKey []byte
 	user           []byte
+	// prompt is the raw value of messages, prompt or input (whichever came
+	// last): its leading bytes key prefix affinity.
+	prompt []byte
 }
 
 // maxDepth bounds nesting so that a hostile body costs no more than a
@@ -152,21 +155,20 @@ func (f *bodyFields) record(key, val []byte) {
 			return
 		}
 	}
-	isString := len(val) >= 2 && val[0] == '"'
+	// Last key wins; a later non-string value clears an earlier string.
+	var str []byte
+	if len(val) >= 2 && val[0] == '"' {
+		str = val
+	}
 	switch string(name) {
 	case "model":
-		f.model = nil
-		if isString {
-			f.model = val
-		}
+		f.model = str
 	case "prompt_cache_key":
-		if isString {
-			f.promptCacheKey = val
-		}
+		f.promptCacheKey = str
 	case "user":
-		if isString {
-			f.user = val
-		}
+		f.user = str
+	case "messages", "prompt", "input":
+		f.prompt = val
 	}
 }
 

@@ -146,6 +146,14 @@ func (p *loadPublisher) build(t *routing.Table, id string, period time.Duration,
 			}
 			seen[in] = true
 			il := discovery.InstanceLoad{ID: in, InFlight: l.InFlight(), TTFTMillis: float64(l.TTFT().Microseconds()) / 1000, Breaker: l.Breaker().String()}
+			for _, m := range ep.Instance.Models {
+				if mr := t.Model(m); mr != nil {
+					q := mr.Queued()
+					il.Queued.High += q.High
+					il.Queued.Normal += q.Normal
+					il.Queued.Low += q.Low
+				}
+			}
 			if req := l.Requests(); req > 0 {
 				il.ErrorRate = float64(l.Failures()) / float64(req)
 			}

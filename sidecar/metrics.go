@@ -29,6 +29,8 @@ type metrics struct {
 	lastSync *prometheus.GaugeVec
 	overhead prometheus.Histogram
 	publishs *prometheus.CounterVec
+
+	breakerTransitions *prometheus.CounterVec
 }
 
 // latencyBuckets span LLM latencies: 5 ms to about 2 minutes.
@@ -63,7 +65,10 @@ func newMetrics(s *Server) *metrics {
 	m.publishs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "blitz_load_publish_total", Help: "Load record publishes by result (ok, error, skipped).",
 	}, []string{"result"})
-	m.registry.MustRegister(m.publishs, m.requests, m.duration, m.ttftHist, m.shedding, m.retries, m.lastSync, m.overhead,
+	m.breakerTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "blitz_breaker_transitions_total", Help: "Circuit breaker transitions, by the state entered.",
+	}, []string{"to"})
+	m.registry.MustRegister(m.breakerTransitions, m.publishs, m.requests, m.duration, m.ttftHist, m.shedding, m.retries, m.lastSync, m.overhead,
 		&tableCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
@@ -112,21 +117,29 @@ type tableCollector struct{ s *Server }
 
 var (
 	inflightDesc  = prometheus.NewDesc("blitz_inflight_requests", "Requests this sidecar has open to the instance.", []string{"instance"}, nil)
+	queueDesc     = prometheus.NewDesc("blitz_queue_depth", "Requests waiting in the sidecar for an instance, by priority.", []string{"priority"}, nil)
+	breakerDesc   = prometheus.NewDesc("blitz_breaker_state", "Circuit breaker state of the instance: 0 closed, 1 half-open, 2 open.", []string{"instance"}, nil)
 	instancesDesc = prometheus.NewDesc("blitz_instances", "Instances serving the model, by state (routable or draining).", []string{"model", "state"}, nil)
 )
 
 func (c *tableCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- inflightDesc
+	ch <- breakerDesc
+	ch <- queueDesc
 	ch <- instancesDesc
 }
 
 func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range []routing.Priority{routing.PriorityHigh, routing.PriorityNormal, routing.PriorityLow} {
+		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(c.s.router.QueueDepth(p)), p.String())
+	}
 	t := c.s.router.Table()
 	if t == nil {
 		return
 	}
 	for _, ep := range t.Endpoints() {
 		ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, float64(ep.Load.InFlight()), ep.Instance.ID)
+		ch <- prometheus.MustNewConstMetric(breakerDesc, prometheus.GaugeValue, float64(ep.Load.Breaker()), ep.Instance.ID)
 	}
 	for _, model := range t.Models() {
 		var routable, draining int

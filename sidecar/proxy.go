@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/blitzscale/router/breaker"
 	"github.com/blitzscale/router/routing"
 )
 
@@ -33,7 +34,7 @@ func routeHeader(r routing.Route) []string {
 }
 
 func init() {
-	for _, r := range []routing.Route{routing.RouteRoundRobin, routing.RouteRandom, routing.RouteLeastLoad, routing.RouteP2C, routing.RouteRetry} {
+	for _, r := range routing.Routes {
 		routeHeaders[r] = []string{string(r)}
 	}
 }
@@ -77,7 +78,8 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	ep, route, err := s.router.Pick(req)
+	s.setAffinity(req, r, &ex.fields)
+	ep, route, err := s.router.Acquire(r.Context(), req)
 	if err != nil {
 		s.reject(w, s.pickError(err, model, prio), req.ModelName, prio, start)
 		return
@@ -93,31 +95,60 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		r.Header["User-Agent"] = emptyUserAgent // keep Go's default out
 	}
 
-	for {
+	s.retries.onRequest()
+	// ep is counted in flight (Acquire) from here until Release.
+	for tries, rejected := 0, 0; ; {
+		done, berr := s.breakers.Allow(ep.Instance.ID)
+		if berr != nil {
+			// The breaker opened (or its trial is taken) since the pick: not
+			// a failure of this request, so it costs no retry.
+			s.router.Release(ep)
+			req.Exclude(ep)
+			rejected++
+			if rejected > maxUpstreamAttempts {
+				err = routing.ErrNoHealthyUpstream
+			} else {
+				ep, route, err = s.router.Acquire(r.Context(), req)
+			}
+			if err != nil {
+				s.reject(w, s.pickError(err, model, prio), req.ModelName, prio, start)
+				return
+			}
+			continue
+		}
+		tries++
 		sent := s.now()
 		s.metrics.overhead.Observe(sent.Sub(start).Seconds())
-		ep.Load.Acquire()
 		resp, err := s.roundTrip(ex, r, ep)
 		if err == nil && !retryableStatus(resp.StatusCode) {
 			code := s.relay(w, resp, ex, ep, route, sent)
-			ep.Load.Release()
+			s.router.Release(ep)
+			done(outcome(code))
 			s.metrics.done(req.ModelName, ep.Instance.ID, prio, code, s.now().Sub(start))
 			return
 		}
 		// Failed before any byte reached the client.
-		ep.Load.Release()
+		s.router.Release(ep)
 		if r.Context().Err() != nil {
 			if resp != nil {
 				resp.Body.Close()
 			}
+			done(breaker.Ignored)
 			s.metrics.done(req.ModelName, ep.Instance.ID, prio, statusClientClosed, s.now().Sub(start))
 			return
 		}
 		ep.Load.RecordFailure()
+		if resp != nil {
+			done(outcome(resp.StatusCode))
+		} else {
+			done(breaker.Failure)
+		}
 		reason := failureReason(resp, err)
 		req.Exclude(ep)
-		if req.Attempts() <= s.cfg.MaxRetries {
-			if next, _, perr := s.router.Pick(req); perr == nil {
+		if tries <= s.cfg.MaxRetries {
+			if !s.retries.withdraw(s.now()) {
+				s.metrics.retries.WithLabelValues("budget_exhausted").Inc()
+			} else if next, _, aerr := s.router.Acquire(r.Context(), req); aerr == nil {
 				if resp != nil {
 					drainAndClose(resp.Body)
 				}
@@ -194,6 +225,15 @@ func (s *Server) pickError(err error, model []byte, prio routing.Priority) apiEr
 	switch {
 	case errors.Is(err, routing.ErrModelNotFound):
 		return apiError{status: http.StatusNotFound, message: "the model '" + string(model) + "' is not served by any instance", typ: typeInvalidRequest, param: "model", code: codeModelNotFound}
+	case errors.Is(err, routing.ErrQueueFull), errors.Is(err, routing.ErrQueueTimeout):
+		reason, msg := "queue_full", "the queue for '"+string(model)+"' is full"
+		if errors.Is(err, routing.ErrQueueTimeout) {
+			reason, msg = "queue_timeout", "no instance for '"+string(model)+"' freed up within the "+prio.String()+"-priority wait"
+		}
+		s.metrics.shed(prio, reason)
+		return apiError{status: http.StatusTooManyRequests, message: msg, typ: typeRateLimit, code: codeRateLimit, retryAfter: time.Second}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return apiError{status: statusClientClosed, message: "the client went away", typ: typeInvalidRequest, code: "client_closed"}
 	case errors.Is(err, routing.ErrNoTable):
 		return apiError{status: http.StatusServiceUnavailable, message: "discovery has not completed its first sync", typ: typeServer, code: codeNoHealthyUpstream, retryAfter: time.Second}
 	default:

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blitzscale/router/breaker"
 	"github.com/blitzscale/router/discovery"
 	"github.com/blitzscale/router/routing"
 )
@@ -24,6 +25,8 @@ type Server struct {
 	router    *routing.Router
 	admission *routing.Admission
 	transport *http.Transport
+	breakers  *breaker.Set
+	retries   *retryBudget
 	metrics   *metrics
 	exchanges sync.Pool
 
@@ -57,12 +60,25 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: policy: %v", ErrInvalidConfig, err)
 	}
+	router, err := routing.New(cfg.Routing, picker)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
 	s := &Server{
 		cfg:       cfg,
-		router:    routing.NewRouter(picker),
+		router:    router,
 		admission: routing.NewAdmission(cfg.Admission),
 		transport: newTransport(cfg),
+		retries:   newRetryBudget(cfg.RetryBudget),
 		now:       time.Now,
+	}
+	bcfg := cfg.Breaker
+	bcfg.OnStateChange = s.onBreakerChange
+	if bcfg.Logger == nil {
+		bcfg.Logger = cfg.Logger
+	}
+	if s.breakers, err = breaker.NewSet(bcfg); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	if cfg.UpstreamAPIKey != "" {
 		s.upstreamAuth = []string{"Bearer " + cfg.UpstreamAPIKey}
@@ -102,6 +118,7 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Apply makes snap the routing view. The first call marks the sidecar ready.
 func (s *Server) Apply(snap discovery.Snapshot) {
+	s.breakers.Sync(snap.Instances)
 	t := s.router.Update(snap)
 	s.refreshPeers()
 	s.metrics.observeSync(snap)
@@ -137,6 +154,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, src discovery.Source)
 	if src != nil {
 		wg.Go(func() { s.Follow(followCtx, src) })
 	}
+	wg.Go(func() { s.breakers.Run(followCtx) })
+	wg.Go(func() { s.scrapeEngines(followCtx) })
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	s.cfg.Logger.Info("sidecar listening", "addr", ln.Addr().String(), "policy", s.cfg.Policy, "sidecar_id", s.cfg.SidecarID)

@@ -232,9 +232,10 @@ func TestInfoEndpoints(t *testing.T) {
 		want := State{
 			SidecarID: "sc-1", Ready: true, Policy: "auto", Source: "static",
 			Models: []string{"drain-only", "m1", "org/llama:lora", "shared"},
+			Queued: map[string]int{"high": 0, "normal": 0, "low": 0},
 			Instances: []InstanceState{
-				{ID: "a", Models: a.Models, Meta: a.Meta, Weight: 1, Health: "routable", Breaker: "closed"},
-				{ID: "b", Models: b.Models, Weight: 3, Health: "draining", Breaker: "closed"},
+				{ID: "a", Models: a.Models, Meta: a.Meta, Weight: 1, Health: "routable", Breaker: "closed", Cap: 256},
+				{ID: "b", Models: b.Models, Weight: 3, Health: "draining", Breaker: "closed", Cap: 256},
 			},
 		}
 		if diff := cmp.Diff(want, st, cmpIgnoreSyncedAt); diff != "" {

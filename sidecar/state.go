@@ -4,18 +4,22 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/blitzscale/router/routing"
 )
 
 // State is the JSON of GET /state: the routing view that `blitzscale status`
 // prints. Field names are part of the contract for scripts.
 type State struct {
-	SidecarID string          `json:"sidecar_id"`
-	Ready     bool            `json:"ready"`
-	Policy    string          `json:"policy"`
-	Source    string          `json:"source"`
-	SyncedAt  time.Time       `json:"synced_at,omitzero"`
-	Stale     bool            `json:"stale"`
-	Models    []string        `json:"models"`
+	SidecarID string    `json:"sidecar_id"`
+	Ready     bool      `json:"ready"`
+	Policy    string    `json:"policy"`
+	Source    string    `json:"source"`
+	SyncedAt  time.Time `json:"synced_at,omitzero"`
+	Stale     bool      `json:"stale"`
+	Models    []string  `json:"models"`
+	// Queued counts requests waiting in this sidecar, per priority.
+	Queued    map[string]int  `json:"queued"`
 	Instances []InstanceState `json:"instances"`
 }
 
@@ -32,13 +36,20 @@ type InstanceState struct {
 	// GlobalInFlight adds the peers' fresh published load to InFlight.
 	GlobalInFlight int64   `json:"global_inflight"`
 	EWMATTFTMillis float64 `json:"ewma_ttft_ms"`
-	Requests       uint64  `json:"requests"`
-	Errors         uint64  `json:"errors"`
+	// Cap is the concurrency cap in force (config, meta max_concurrency,
+	// lowered while the engine reports a waiting queue); -1 for none.
+	Cap      int64  `json:"cap"`
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
 }
 
 // State returns the current routing view.
 func (s *Server) State() State {
-	st := State{SidecarID: s.cfg.SidecarID, Ready: s.ready.Load(), Policy: s.cfg.Policy, Models: []string{}, Instances: []InstanceState{}}
+	st := State{SidecarID: s.cfg.SidecarID, Ready: s.ready.Load(), Policy: s.cfg.Policy, Models: []string{}, Instances: []InstanceState{},
+		Queued: map[string]int{}}
+	for _, p := range []routing.Priority{routing.PriorityHigh, routing.PriorityNormal, routing.PriorityLow} {
+		st.Queued[p.String()] = s.router.QueueDepth(p)
+	}
 	t := s.router.Table()
 	if t == nil {
 		return st
@@ -54,9 +65,10 @@ func (s *Server) State() State {
 		}
 		st.Instances = append(st.Instances, InstanceState{
 			ID: in.ID, Address: in.Address, Models: in.Models, Meta: in.Meta,
-			Weight: in.EffectiveWeight(), Health: health, Breaker: "closed",
+			Weight: in.EffectiveWeight(), Health: health, Breaker: ep.Load.Breaker().String(),
 			InFlight: ep.Load.InFlight(), GlobalInFlight: ep.Load.GlobalInFlight(),
 			EWMATTFTMillis: float64(ep.Load.TTFT().Microseconds()) / 1000,
+			Cap:            s.router.Cap(ep),
 			Requests:       ep.Load.Requests(), Errors: ep.Load.Failures(),
 		})
 	}

@@ -6,10 +6,14 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/blitzscale/router/routing"
 )
+
+// errStreamIdle replaces the read error of a body closed for idleness.
+var errStreamIdle = errors.New("sidecar: stream idle timeout")
 
 // statusClientClosed labels requests whose client went away (nginx's 499).
 const statusClientClosed = 499
@@ -34,12 +38,28 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 
 	rc := http.NewResponseController(w)
 	flush := sse || resp.ContentLength < 0
+	var idle *time.Timer
+	var idled atomic.Bool
+	if flush && s.cfg.StreamIdleTimeout > 0 {
+		// A hung engine mid-stream: closing the body ends the blocked Read.
+		idle = time.AfterFunc(s.cfg.StreamIdleTimeout, func() {
+			idled.Store(true)
+			resp.Body.Close()
+		})
+		defer idle.Stop()
+	}
 	buf := ex.copyBuf
 	pending := 0
 	first := true
 	for {
 		n, rerr := resp.Body.Read(buf[pending:])
 		pending += n
+		if idle != nil && n > 0 {
+			idle.Reset(s.cfg.StreamIdleTimeout)
+		}
+		if rerr != nil && idled.Load() {
+			rerr = errStreamIdle
+		}
 		cut := pending
 		if sse && rerr == nil {
 			// Hold a partial event until its end arrives, unless the buffer
@@ -80,13 +100,16 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		// The instance broke the stream after bytes reached the client.
 		ep.Load.RecordFailure()
 		s.cfg.Logger.Warn("upstream stream broke", "instance", ep.Instance.ID, "err", rerr)
+		status, e := http.StatusBadGateway, apiError{message: "the instance broke the stream: " + rerr.Error(), typ: typeServer, code: codeUpstreamError}
+		if errors.Is(rerr, errStreamIdle) {
+			status, e = http.StatusGatewayTimeout, apiError{message: "the instance sent nothing for " + s.cfg.StreamIdleTimeout.String(), typ: typeServer, code: codeUpstreamTimeout}
+		}
 		if sse {
-			e := apiError{message: "the instance broke the stream: " + rerr.Error(), typ: typeServer, code: codeUpstreamError}
 			out := append(append([]byte("data: "), e.appendJSON(nil)...), "\n\n"...)
 			_, _ = w.Write(out)
 			_ = rc.Flush()
 		}
-		return http.StatusBadGateway
+		return status
 	}
 }
 

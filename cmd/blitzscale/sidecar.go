@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/blitzscale/router/breaker"
 	"github.com/blitzscale/router/routing"
 	"github.com/blitzscale/router/sidecar"
 )
@@ -46,6 +48,26 @@ func (f *sidecarFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 		fs.Float64Var(&p.l.Rate, "rate-"+p.name, 0, "admitted "+p.name+"-priority requests per second (0: unlimited)")
 		fs.IntVar(&p.l.Burst, "burst-"+p.name, 0, "burst of the "+p.name+"-priority token bucket (0: max(1, rate))")
 	}
+	fs.DurationVar(&f.cfg.StreamIdleTimeout, "stream-idle-timeout", sidecar.DefaultStreamIdleTimeout, "end a response whose instance sends nothing for this long")
+	fs.IntVar(&f.cfg.AffinityPrefixBytes, "affinity-prefix-bytes", 256, "leading prompt bytes that key prefix affinity when a request names no session")
+	fs.Float64Var(&f.cfg.RetryBudget.Ratio, "retry-budget-ratio", 0.2, "retries allowed per request, on average")
+	fs.Float64Var(&f.cfg.RetryBudget.MinPerSecond, "retry-budget-min", 10, "retries per second allowed whatever the ratio")
+	r := &f.cfg.Routing
+	fs.IntVar(&r.MaxInflightPerInstance, "max-inflight-per-instance", routing.DefaultMaxInflightPerInstance, "fleet-wide concurrency cap per instance (meta max_concurrency overrides; -1: none)")
+	fs.IntVar(&r.QueueMax, "queue-max", routing.DefaultQueueMax, "requests that may wait per model when every instance is at its cap")
+	fs.DurationVar(&r.QueueWaitHigh, "queue-wait-high", routing.DefaultQueueWaitHigh, "longest wait in the queue for high priority")
+	fs.DurationVar(&r.QueueWaitNormal, "queue-wait-normal", routing.DefaultQueueWaitNormal, "longest wait in the queue for normal priority")
+	fs.DurationVar(&r.QueueWaitLow, "queue-wait-low", routing.DefaultQueueWaitLow, "longest wait in the queue for low priority")
+	fs.Float64Var(&r.AffinityLoadFactor, "affinity-load-factor", routing.DefaultAffinityLoadFactor, "bounded-load factor c: an instance takes affinity traffic up to c × the mean load")
+	fs.DurationVar(&r.EngineStaleAfter, "engine-stale-after", routing.DefaultEngineStaleAfter, "ignore an engine's scraped queue older than this")
+	fs.DurationVar(&f.cfg.Scrape.Interval, "engine-scrape-interval", time.Second, "how often engines' /metrics are read (negative: never)")
+	b := &f.cfg.Breaker
+	fs.Func("breaker-failures", "consecutive failures that open an instance's breaker (default 5)", uintFlag(&b.ConsecutiveFailures))
+	fs.Float64Var(&b.FailureRatio, "breaker-failure-ratio", breaker.DefaultFailureRatio, "failure ratio that opens a breaker ...")
+	fs.Func("breaker-min-requests", "... over at least this many requests in the window (default 20)", uintFlag(&b.MinRequests))
+	fs.DurationVar(&b.Window, "breaker-window", breaker.DefaultWindow, "rolling window of the failure ratio")
+	fs.DurationVar(&b.CoolDown, "breaker-cooldown", breaker.DefaultCoolDown, "how long a breaker stays open before a probe may close it")
+	fs.StringVar(&b.ProbePath, "breaker-probe-path", breaker.DefaultProbePath, "engine path probed to close a breaker")
 	fs.StringVar(&f.authTokenFile, "auth-token-file", "", "file holding the bearer token clients must send (required off loopback)")
 	fs.StringVar(&f.upstreamKeyFile, "upstream-api-key-file", "", "file holding the API key sent to instances instead of the client's Authorization")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -78,6 +100,18 @@ func (f *sidecarFlags) validate() error {
 		return usageErr("%v", err)
 	}
 	return nil
+}
+
+// uintFlag parses a non-negative integer into a uint32 field.
+func uintFlag(dst *uint32) func(string) error {
+	return func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return err
+		}
+		*dst = uint32(n)
+		return nil
+	}
 }
 
 func isLoopback(host string) bool {
