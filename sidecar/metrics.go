@@ -31,6 +31,8 @@ type metrics struct {
 	publishs *prometheus.CounterVec
 
 	breakerTransitions *prometheus.CounterVec
+	itlHist            *prometheus.HistogramVec
+	tokensTotal        *prometheus.CounterVec
 }
 
 // latencyBuckets span LLM latencies: 5 ms to about 2 minutes.
@@ -65,10 +67,17 @@ func newMetrics(s *Server) *metrics {
 	m.publishs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "blitz_load_publish_total", Help: "Load record publishes by result (ok, error, skipped).",
 	}, []string{"result"})
+	m.itlHist = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "blitz_inter_token_latency_seconds", Help: "Time between consecutive SSE events of a stream, as they pass through.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 13),
+	}, []string{"model"})
+	m.tokensTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "blitz_tokens_total", Help: "Tokens by model and type (prompt, completion), from the engines' usage reports.",
+	}, []string{"model", "type"})
 	m.breakerTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "blitz_breaker_transitions_total", Help: "Circuit breaker transitions, by the state entered.",
 	}, []string{"to"})
-	m.registry.MustRegister(m.breakerTransitions, m.publishs, m.requests, m.duration, m.ttftHist, m.shedding, m.retries, m.lastSync, m.overhead,
+	m.registry.MustRegister(m.itlHist, m.tokensTotal, m.breakerTransitions, m.publishs, m.requests, m.duration, m.ttftHist, m.shedding, m.retries, m.lastSync, m.overhead,
 		&tableCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
@@ -101,6 +110,18 @@ func (m *metrics) shed(prio routing.Priority, reason string) {
 // may serve several.
 func (m *metrics) ttft(model string, d time.Duration) {
 	m.ttftHist.WithLabelValues(model).Observe(d.Seconds())
+}
+
+func (m *metrics) itl(model string, gap time.Duration, events int) {
+	h := m.itlHist.WithLabelValues(model)
+	for range events {
+		h.Observe(gap.Seconds())
+	}
+}
+
+func (m *metrics) tokens(model string, prompt, completion int64) {
+	m.tokensTotal.WithLabelValues(model, "prompt").Add(float64(prompt))
+	m.tokensTotal.WithLabelValues(model, "completion").Add(float64(completion))
 }
 
 func (m *metrics) observeSync(snap discovery.Snapshot) {

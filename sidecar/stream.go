@@ -51,6 +51,7 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 	buf := ex.copyBuf
 	pending := 0
 	first := true
+	lastEvent := sent
 	for {
 		n, rerr := resp.Body.Read(buf[pending:])
 		pending += n
@@ -75,10 +76,19 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 			cut = 0 // drop a partial event: the error event replaces it
 		}
 		if cut > 0 {
-			if first && sse {
-				ep.Load.ObserveTTFT(s.now().Sub(sent))
-				s.metrics.ttft(ex.req.ModelName, s.now().Sub(sent))
-				first = false
+			if sse {
+				now := s.now()
+				if first {
+					ep.Load.ObserveTTFT(now.Sub(sent))
+					s.metrics.ttft(ex.req.ModelName, now.Sub(sent))
+					first = false
+				} else if k := bytes.Count(buf[:cut], eventEnd); k > 0 {
+					s.metrics.itl(ex.req.ModelName, now.Sub(lastEvent)/time.Duration(k), k)
+				}
+				lastEvent = now
+			}
+			if prompt, completion, ok := parseUsage(buf[:cut]); ok {
+				s.metrics.tokens(ex.req.ModelName, prompt, completion)
 			}
 			if _, werr := w.Write(buf[:cut]); werr != nil {
 				return statusClientClosed
@@ -111,6 +121,41 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		}
 		return status
 	}
+}
+
+var eventEnd = []byte("\n\n")
+
+// parseUsage finds the last OpenAI "usage" object in b and reads its token
+// counts, without decoding the rest: streams carry it in their final event
+// (stream_options.include_usage), whole responses near their end. A usage
+// object split across two reads is missed, which costs a metric sample,
+// never a byte of the response.
+func parseUsage(b []byte) (prompt, completion int64, ok bool) {
+	i := bytes.LastIndex(b, []byte(`"usage":{`))
+	if i < 0 {
+		return 0, 0, false
+	}
+	u := b[i:]
+	if end := bytes.IndexByte(u, '}'); end > 0 {
+		u = u[:end]
+	}
+	prompt, okP := intField(u, `"prompt_tokens":`)
+	completion, okC := intField(u, `"completion_tokens":`)
+	return prompt, completion, okP || okC
+}
+
+func intField(b []byte, key string) (int64, bool) {
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return 0, false
+	}
+	j := skipSpace(b, i+len(key))
+	var n int64
+	start := j
+	for ; j < len(b) && b[j] >= '0' && b[j] <= '9' && j-start < 18; j++ {
+		n = n*10 + int64(b[j]-'0')
+	}
+	return n, j > start
 }
 
 // lastEventEnd returns the index just after the last complete SSE event in
