@@ -64,10 +64,10 @@ func (r *Router) tryAcquire(mr *ModelRoute, req *Request) (*Endpoint, Route, err
 // fails: shed, timed out, ctx done, or a pick error other than saturation.
 func (r *Router) wait(ctx context.Context, req *Request, q *modelQueue) (*Endpoint, Route, error) {
 	w := newWaiter(req.Priority)
-	if err := q.enqueue(w, r.cfg.QueueMax); err != nil {
+	if err := q.enqueue(w, r.cfg.Load().QueueMax); err != nil {
 		return nil, "", err
 	}
-	timer := time.NewTimer(r.cfg.maxWait(req.Priority))
+	timer := time.NewTimer(r.cfg.Load().maxWait(req.Priority))
 	defer timer.Stop()
 	for {
 		head, err := q.turn(w)

@@ -46,7 +46,7 @@ func (a *Affinity) Pick(req *Request, c *Candidates) (*Endpoint, Route) {
 		return nil, ""
 	}
 	total, weight := p.inflight.Load(), p.weight.Load()
-	factor := c.r.cfg.AffinityLoadFactor
+	factor := c.r.cfg.Load().AffinityLoadFactor
 	i := rg.search(req.AffinityKey)
 	spilled := false
 	for range min(len(rg.points), maxRingWalk) {

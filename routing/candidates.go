@@ -79,7 +79,7 @@ func (c *Candidates) engine(ep *Endpoint) *EngineStats {
 	if c.now.IsZero() {
 		c.now = c.r.now()
 	}
-	if c.now.Sub(s.At) > c.r.cfg.EngineStaleAfter {
+	if c.now.Sub(s.At) > c.r.cfg.Load().EngineStaleAfter {
 		return nil
 	}
 	return s

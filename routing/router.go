@@ -67,8 +67,8 @@ type Filter interface {
 // is swapped whole; the pick path only loads a pointer.
 type Router struct {
 	table   atomic.Pointer[Table]
-	cfg     Config // defaults applied
-	picker  Picker
+	cfg     atomic.Pointer[Config] // defaults applied; swapped by Reconfigure
+	picker  atomic.Pointer[pickerBox]
 	filters []Filter
 	now     func() time.Time
 
@@ -94,13 +94,15 @@ func New(cfg Config, p Picker, filters ...Filter) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Router{
-		cfg:     cfg.withDefaults(),
-		picker:  p,
+	r := &Router{
 		filters: filters,
 		now:     time.Now,
 		st:      lasting{loads: loadRegistry{}, queues: map[string]*modelQueue{}},
-	}, nil
+	}
+	c := cfg.withDefaults()
+	r.cfg.Store(&c)
+	r.picker.Store(&pickerBox{p})
+	return r, nil
 }
 
 // NewRouter is New with the default Config.
@@ -113,7 +115,28 @@ func NewRouter(p Picker, filters ...Filter) *Router {
 }
 
 // Config returns the router's configuration, defaults applied.
-func (r *Router) Config() Config { return r.cfg }
+func (r *Router) Config() Config { return *r.cfg.Load() }
+
+// pickerBox lets an interface value live in an atomic.Pointer.
+type pickerBox struct{ Picker }
+
+// Reconfigure swaps the configuration and the picker (a SIGHUP reload) and
+// rebuilds the current table under the new caps. Requests in flight keep
+// their instances; queued requests keep waiting under the new limits.
+func (r *Router) Reconfigure(cfg Config, p Picker) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	c := cfg.withDefaults()
+	r.mu.Lock()
+	r.cfg.Store(&c)
+	r.picker.Store(&pickerBox{p})
+	r.mu.Unlock()
+	if t := r.table.Load(); t != nil {
+		r.Update(t.Snapshot())
+	}
+	return nil
+}
 
 // Update builds a table from snap and makes it current. Loads of instances
 // that remain keep their counters, and queued requests keep their place;
@@ -121,7 +144,7 @@ func (r *Router) Config() Config { return r.cfg }
 func (r *Router) Update(snap discovery.Snapshot) *Table {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := newTable(snap, r.cfg, &r.st, r.now())
+	t := newTable(snap, *r.cfg.Load(), &r.st, r.now())
 	keep := make(map[string]bool, len(snap.Instances))
 	for _, in := range snap.Instances {
 		keep[in.ID] = true
@@ -145,7 +168,7 @@ func (r *Router) Update(snap discovery.Snapshot) *Table {
 func (r *Router) Table() *Table { return r.table.Load() }
 
 // Picker returns the router's policy.
-func (r *Router) Picker() Picker { return r.picker }
+func (r *Router) Picker() Picker { return r.picker.Load().Picker }
 
 // Pick chooses an instance for req without counting it in flight (Acquire
 // does both). It returns ErrModelNotFound when no instance serves the model,
@@ -177,7 +200,7 @@ func (r *Router) route(req *Request) (*ModelRoute, error) {
 func (r *Router) pickIn(mr *ModelRoute, req *Request) (*Endpoint, Route, error) {
 	c := &req.cands
 	*c = Candidates{route: mr, req: req, r: r}
-	ep, route := r.picker.Pick(req, c)
+	ep, route := r.picker.Load().Pick(req, c)
 	if ep == nil {
 		return nil, "", r.whyNone(c)
 	}

@@ -24,7 +24,7 @@ func (s *Server) setAffinity(req *routing.Request, r *http.Request, f *bodyField
 	case len(f.user) > 2:
 		key = f.user
 	case len(f.prompt) > 0:
-		key = f.prompt[:min(len(f.prompt), s.cfg.AffinityPrefixBytes)]
+		key = f.prompt[:min(len(f.prompt), s.conf().AffinityPrefixBytes)]
 	default:
 		return
 	}

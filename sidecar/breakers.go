@@ -16,7 +16,7 @@ func (s *Server) onBreakerChange(id string, from, to breaker.State) {
 		}
 	}
 	s.metrics.breakerTransitions.WithLabelValues(to.String()).Inc()
-	s.cfg.Logger.Info("breaker changed state", "instance", id, "from", from.String(), "to", to.String())
+	s.conf().Logger.Info("breaker changed state", "instance", id, "from", from.String(), "to", to.String())
 }
 
 // outcome classifies a finished attempt for the breaker: the instance's

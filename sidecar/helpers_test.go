@@ -61,8 +61,8 @@ func newSidecar(t *testing.T, cfg Config, instances ...discovery.Instance) *side
 func trackUpstreams(s *Server) func() {
 	var mu sync.Mutex
 	var conns []net.Conn
-	dial := s.transport.DialContext
-	s.transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial := s.rt.Load().transport.DialContext
+	s.rt.Load().transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err == nil {
 			mu.Lock()
@@ -91,7 +91,7 @@ func newServer(t testing.TB, cfg Config) *Server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(s.transport.CloseIdleConnections)
+	t.Cleanup(s.rt.Load().transport.CloseIdleConnections)
 	return s
 }
 

@@ -93,14 +93,14 @@ func (s *Server) PublishLoad(ctx context.Context, pub discovery.Publisher, cfg L
 		}
 		now := s.now()
 		period := p.period(s.fleetSize.Load())
-		report, changed := p.build(s.router.Table(), s.cfg.SidecarID, period, now)
+		report, changed := p.build(s.router.Table(), s.conf().SidecarID, period, now)
 		switch {
 		case !changed && now.Sub(p.lastAt) < 2*period:
 			s.metrics.publish("skipped")
 		default:
 			if err := pub.Publish(ctx, report); err != nil {
 				s.metrics.publish("error")
-				s.cfg.Logger.Warn("publishing load failed", "err", err)
+				s.conf().Logger.Warn("publishing load failed", "err", err)
 			} else {
 				s.metrics.publish("ok")
 				p.lastAt = now
@@ -198,7 +198,7 @@ func (s *Server) FollowPeers(ctx context.Context, src discovery.LoadSource) {
 func (s *Server) applyPeers(peers discovery.PeerLoads) {
 	sum := map[string]int64{}
 	for _, r := range peers {
-		if r.SidecarID == s.cfg.SidecarID {
+		if r.SidecarID == s.conf().SidecarID {
 			continue
 		}
 		for _, il := range r.Instances {

@@ -72,7 +72,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	req.Model = model
 	req.Priority = prio
 
-	if ok, wait := s.admission.Admit(prio, start); !ok {
+	if ok, wait := s.rt.Load().admission.Admit(prio, start); !ok {
 		s.metrics.shed(prio, "rate_limit")
 		s.reject(w, apiError{status: http.StatusTooManyRequests, message: "rate limit for priority " + prio.String() + " exceeded; retry later", typ: typeRateLimit, code: codeRateLimit, retryAfter: wait}, "", prio, start)
 		return
@@ -85,17 +85,18 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	removeHopHeaders(r.Header)
+	rt := s.rt.Load()
 	switch {
-	case s.upstreamAuth != nil:
-		r.Header["Authorization"] = s.upstreamAuth
-	case s.cfg.AuthToken != "":
+	case rt.upstreamAuth != nil:
+		r.Header["Authorization"] = rt.upstreamAuth
+	case rt.cfg.AuthToken != "":
 		delete(r.Header, "Authorization") // the sidecar's own token stays here
 	}
 	if _, ok := r.Header["User-Agent"]; !ok {
 		r.Header["User-Agent"] = emptyUserAgent // keep Go's default out
 	}
 
-	s.retries.onRequest()
+	rt.retries.onRequest()
 	// ep is counted in flight (Acquire) from here until Release.
 	for tries, rejected := 0, 0; ; {
 		done, berr := s.breakers.Allow(ep.Instance.ID)
@@ -145,15 +146,15 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		}
 		reason := failureReason(resp, err)
 		req.Exclude(ep)
-		if tries <= s.cfg.MaxRetries {
-			if !s.retries.withdraw(s.now()) {
+		if tries <= s.conf().MaxRetries {
+			if !rt.retries.withdraw(s.now()) {
 				s.metrics.retries.WithLabelValues("budget_exhausted").Inc()
 			} else if next, _, aerr := s.router.Acquire(r.Context(), req); aerr == nil {
 				if resp != nil {
 					drainAndClose(resp.Body)
 				}
 				s.metrics.retries.WithLabelValues(reason).Inc()
-				s.cfg.Logger.Debug("retrying on another instance", "instance", ep.Instance.ID, "next", next.Instance.ID, "reason", reason)
+				s.conf().Logger.Debug("retrying on another instance", "instance", ep.Instance.ID, "next", next.Instance.ID, "reason", reason)
 				ep, route = next, routing.RouteRetry
 				continue
 			}
@@ -165,7 +166,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		e := upstreamFailure(err)
-		s.cfg.Logger.Warn("upstream failed", "instance", ep.Instance.ID, "model", req.ModelName, "err", err)
+		s.conf().Logger.Warn("upstream failed", "instance", ep.Instance.ID, "model", req.ModelName, "err", err)
 		s.reject(w, e, req.ModelName, prio, start)
 		return
 	}
@@ -185,13 +186,13 @@ func (s *Server) roundTrip(ex *exchange, r *http.Request, ep *routing.Endpoint) 
 	out.ContentLength = int64(len(ex.body))
 	out.GetBody = nil
 	out.Close = false
-	return s.transport.RoundTrip(out)
+	return s.rt.Load().transport.RoundTrip(out)
 }
 
 // readBody reads the request body once into the exchange's pooled buffer,
 // bounded by MaxBodyBytes.
 func (s *Server) readBody(ex *exchange, r *http.Request) (apiError, bool) {
-	limit := s.cfg.MaxBodyBytes
+	limit := s.conf().MaxBodyBytes
 	tooLarge := apiError{status: http.StatusRequestEntityTooLarge, message: "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes", typ: typeInvalidRequest, code: codeTooLarge}
 	if r.ContentLength > limit {
 		return tooLarge, false

@@ -48,11 +48,10 @@ var (
 // scrapeEngines scrapes, every Interval until ctx ends, the instances this
 // sidecar has routed to.
 func (s *Server) scrapeEngines(ctx context.Context) {
-	cfg := s.cfg.Scrape.withDefaults()
+	cfg := s.conf().Scrape.withDefaults()
 	if cfg.Interval < 0 {
 		return
 	}
-	client := &http.Client{Transport: s.transport, Timeout: cfg.Timeout}
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	for {
@@ -65,6 +64,8 @@ func (s *Server) scrapeEngines(ctx context.Context) {
 		if t == nil {
 			continue
 		}
+		// The transport of the moment: a reload may have replaced it.
+		client := &http.Client{Transport: s.rt.Load().transport, Timeout: cfg.Timeout}
 		var wg sync.WaitGroup
 		for _, ep := range t.Endpoints() {
 			if ep.Load.Requests() == 0 {
@@ -72,7 +73,7 @@ func (s *Server) scrapeEngines(ctx context.Context) {
 			}
 			wg.Go(func() {
 				if err := s.scrapeEngine(ctx, client, ep); err != nil {
-					s.cfg.Logger.Debug("engine scrape failed", "instance", ep.Instance.ID, "err", err)
+					s.conf().Logger.Debug("engine scrape failed", "instance", ep.Instance.ID, "err", err)
 				}
 			})
 		}

@@ -21,17 +21,11 @@ import (
 // Server is one sidecar: the router, its HTTP API and the upstream
 // transport. Create it with New, feed it snapshots with Apply or Run.
 type Server struct {
-	cfg       Config
+	rt        atomic.Pointer[runtime] // swapped whole by Reload
 	router    *routing.Router
-	admission *routing.Admission
-	transport *http.Transport
 	breakers  *breaker.Set
-	retries   *retryBudget
 	metrics   *metrics
 	exchanges sync.Pool
-
-	// upstreamAuth is the ready-made Authorization value for instances.
-	upstreamAuth []string
 
 	// peerLoad is the last sum of peers' in-flight per instance id.
 	peerLoad atomic.Pointer[map[string]int64]
@@ -64,14 +58,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	s := &Server{
-		cfg:       cfg,
-		router:    router,
-		admission: routing.NewAdmission(cfg.Admission),
-		transport: newTransport(cfg),
-		retries:   newRetryBudget(cfg.RetryBudget),
-		now:       time.Now,
-	}
+	s := &Server{router: router, now: time.Now}
+	s.rt.Store(newRuntime(cfg, nil))
 	bcfg := cfg.Breaker
 	bcfg.OnStateChange = s.onBreakerChange
 	if bcfg.Logger == nil {
@@ -79,9 +67,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.breakers, err = breaker.NewSet(bcfg); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
-	}
-	if cfg.UpstreamAPIKey != "" {
-		s.upstreamAuth = []string{"Bearer " + cfg.UpstreamAPIKey}
 	}
 	s.metrics = newMetrics(s)
 	s.exchanges.New = func() any { return newExchange(&s.exchanges) }
@@ -111,7 +96,10 @@ func newTransport(cfg Config) *http.Transport {
 func (s *Server) Router() *routing.Router { return s.router }
 
 // Config returns the effective configuration (defaults applied).
-func (s *Server) Config() Config { return s.cfg }
+func (s *Server) Config() Config { return *s.conf() }
+
+// conf is the configuration in force; Reload swaps it whole.
+func (s *Server) conf() *Config { return &s.rt.Load().cfg }
 
 // Ready reports whether discovery has completed its first sync.
 func (s *Server) Ready() bool { return s.ready.Load() }
@@ -123,9 +111,9 @@ func (s *Server) Apply(snap discovery.Snapshot) {
 	s.refreshPeers()
 	s.metrics.observeSync(snap)
 	if !s.ready.Swap(true) {
-		s.cfg.Logger.Info("discovery synced", "source", snap.Source, "instances", len(snap.Instances))
+		s.conf().Logger.Info("discovery synced", "source", snap.Source, "instances", len(snap.Instances))
 	} else {
-		s.cfg.Logger.Debug("routing table updated", "table", t.String())
+		s.conf().Logger.Debug("routing table updated", "table", t.String())
 	}
 }
 
@@ -143,9 +131,9 @@ func (s *Server) Follow(ctx context.Context, src discovery.Source) {
 func (s *Server) Run(ctx context.Context, ln net.Listener, src discovery.Source) error {
 	srv := &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: s.conf().ReadHeaderTimeout,
+		IdleTimeout:       s.conf().IdleTimeout,
+		MaxHeaderBytes:    s.conf().MaxHeaderBytes,
 		ErrorLog:          nil,
 	}
 	followCtx, stopFollow := context.WithCancel(ctx)
@@ -158,7 +146,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, src discovery.Source)
 	wg.Go(func() { s.scrapeEngines(followCtx) })
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	s.cfg.Logger.Info("sidecar listening", "addr", ln.Addr().String(), "policy", s.cfg.Policy, "sidecar_id", s.cfg.SidecarID)
+	s.conf().Logger.Info("sidecar listening", "addr", ln.Addr().String(), "policy", s.conf().Policy, "sidecar_id", s.conf().SidecarID)
 
 	var err error
 	select {
@@ -166,9 +154,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, src discovery.Source)
 		err = fmt.Errorf("sidecar: serve: %w", err)
 	case <-ctx.Done():
 		s.stopping.Store(true)
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.conf().ShutdownTimeout)
 		if serr := srv.Shutdown(shutdownCtx); serr != nil {
-			s.cfg.Logger.Warn("shutdown timeout: closing open streams", "timeout", s.cfg.ShutdownTimeout)
+			s.conf().Logger.Warn("shutdown timeout: closing open streams", "timeout", s.conf().ShutdownTimeout)
 			_ = srv.Close()
 		}
 		cancel()
@@ -178,7 +166,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, src discovery.Source)
 	}
 	stopFollow()
 	wg.Wait()
-	s.transport.CloseIdleConnections()
+	s.rt.Load().transport.CloseIdleConnections()
 	return err
 }
 
@@ -186,7 +174,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, src discovery.Source)
 // than a pattern mux and lets every miss answer in OpenAI's error shape.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
-	if s.cfg.AuthToken != "" && (strings.HasPrefix(path, "/v1/") || path == "/state") && !s.authorized(r) {
+	if s.conf().AuthToken != "" && (strings.HasPrefix(path, "/v1/") || path == "/state") && !s.authorized(r) {
 		writeError(w, apiError{status: http.StatusUnauthorized, message: "missing or wrong bearer token", typ: typeAuth, code: "invalid_api_key"})
 		return
 	}
@@ -228,7 +216,7 @@ func (s *Server) authorized(r *http.Request) bool {
 	if len(got) < len(prefix) || !strings.EqualFold(got[:len(prefix)], prefix) {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(got[len(prefix):]), []byte(s.cfg.AuthToken)) == 1
+	return subtle.ConstantTimeCompare([]byte(got[len(prefix):]), []byte(s.conf().AuthToken)) == 1
 }
 
 func isRead(m string) bool { return m == http.MethodGet || m == http.MethodHead }

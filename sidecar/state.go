@@ -45,7 +45,7 @@ type InstanceState struct {
 
 // State returns the current routing view.
 func (s *Server) State() State {
-	st := State{SidecarID: s.cfg.SidecarID, Ready: s.ready.Load(), Policy: s.cfg.Policy, Models: []string{}, Instances: []InstanceState{},
+	st := State{SidecarID: s.conf().SidecarID, Ready: s.ready.Load(), Policy: s.conf().Policy, Models: []string{}, Instances: []InstanceState{},
 		Queued: map[string]int{}}
 	for _, p := range []routing.Priority{routing.PriorityHigh, routing.PriorityNormal, routing.PriorityLow} {
 		st.Queued[p.String()] = s.router.QueueDepth(p)

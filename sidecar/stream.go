@@ -40,9 +40,9 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 	flush := sse || resp.ContentLength < 0
 	var idle *time.Timer
 	var idled atomic.Bool
-	if flush && s.cfg.StreamIdleTimeout > 0 {
+	if flush && s.conf().StreamIdleTimeout > 0 {
 		// A hung engine mid-stream: closing the body ends the blocked Read.
-		idle = time.AfterFunc(s.cfg.StreamIdleTimeout, func() {
+		idle = time.AfterFunc(s.conf().StreamIdleTimeout, func() {
 			idled.Store(true)
 			resp.Body.Close()
 		})
@@ -56,7 +56,7 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		n, rerr := resp.Body.Read(buf[pending:])
 		pending += n
 		if idle != nil && n > 0 {
-			idle.Reset(s.cfg.StreamIdleTimeout)
+			idle.Reset(s.conf().StreamIdleTimeout)
 		}
 		if rerr != nil && idled.Load() {
 			rerr = errStreamIdle
@@ -109,10 +109,10 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		}
 		// The instance broke the stream after bytes reached the client.
 		ep.Load.RecordFailure()
-		s.cfg.Logger.Warn("upstream stream broke", "instance", ep.Instance.ID, "err", rerr)
+		s.conf().Logger.Warn("upstream stream broke", "instance", ep.Instance.ID, "err", rerr)
 		status, e := http.StatusBadGateway, apiError{message: "the instance broke the stream: " + rerr.Error(), typ: typeServer, code: codeUpstreamError}
 		if errors.Is(rerr, errStreamIdle) {
-			status, e = http.StatusGatewayTimeout, apiError{message: "the instance sent nothing for " + s.cfg.StreamIdleTimeout.String(), typ: typeServer, code: codeUpstreamTimeout}
+			status, e = http.StatusGatewayTimeout, apiError{message: "the instance sent nothing for " + s.conf().StreamIdleTimeout.String(), typ: typeServer, code: codeUpstreamTimeout}
 		}
 		if sse {
 			out := append(append([]byte("data: "), e.appendJSON(nil)...), "\n\n"...)

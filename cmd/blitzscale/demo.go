@@ -83,7 +83,7 @@ func runDemo(ctx context.Context, args []string, e env) error {
 	}
 	printDemoBanner(e.stdout, ln.Addr().String(), instances, conn)
 	return serveSidecar(ctx, sidecar.Config{SidecarID: "demo", Policy: policy, Logger: logger, ShutdownTimeout: 5 * time.Second},
-		sidecar.LoadConfig{}, ln, conn)
+		sidecar.LoadConfig{}, ln, conn, nil, nil)
 }
 
 // startDemoEngine serves a simulated engine on a free loopback port and

@@ -22,7 +22,18 @@ var (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // a reload is already pending
+			}
+		}
+	}()
+	code := runEnv(ctx, os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, reload: reload})
 	stop()
 	os.Exit(code)
 }
@@ -39,6 +50,8 @@ type command struct {
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// reload delivers SIGHUP (nil: reloads are not wired).
+	reload <-chan struct{}
 }
 
 func commands() []command {
@@ -55,7 +68,11 @@ func commands() []command {
 // run executes the command line and returns the process exit code:
 // 0 clean shutdown, 1 runtime failure, 2 bad usage or invalid configuration.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := env{stdout: stdout, stderr: stderr, getenv: getenv}
+	return runEnv(ctx, args, env{stdout: stdout, stderr: stderr, getenv: getenv})
+}
+
+func runEnv(ctx context.Context, args []string, e env) int {
+	stderr := e.stderr
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stderr)
 		if len(args) == 0 {

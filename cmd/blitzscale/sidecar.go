@@ -17,8 +17,30 @@ import (
 	"github.com/blitzscale/router/sidecar"
 )
 
+// reloadOnSignal applies a fresh configuration on every signal until ctx
+// ends; an invalid one is logged and the running one stays.
+func reloadOnSignal(ctx context.Context, s *sidecar.Server, hup <-chan struct{}, reload func() (sidecar.Config, error), log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := reload()
+		if err == nil {
+			err = s.Reload(cfg)
+		}
+		if err != nil {
+			log.Error("reload refused; the running configuration stays", "err", err)
+			continue
+		}
+		log.Info("configuration reloaded", "policy", cfg.Policy)
+	}
+}
+
 // sidecarFlags are the flags of `blitzscale sidecar`.
 type sidecarFlags struct {
+	checkConfig                    bool
 	reg                            registryFlags
 	config, listen                 string
 	logLevel, logFormat            string
@@ -152,26 +174,41 @@ func readSecret(flagName, path string) (string, error) {
 	return s, nil
 }
 
-func runSidecar(ctx context.Context, args []string, e env) error {
-	var f sidecarFlags
+// loadSidecarFlags parses and validates the sidecar's flags, env and
+// config file, and reads its secrets: everything a start or a reload needs.
+func loadSidecarFlags(args []string, e env) (*sidecarFlags, error) {
+	f := &sidecarFlags{}
 	fs := newFlagSet("sidecar", e)
 	f.register(fs, e.getenv)
+	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration (flags, env, file, secrets) and exit: 0 when valid, 2 otherwise")
 	if err := parse(fs, args, e); err != nil {
-		return err
+		return nil, err
 	}
 	if err := f.validate(); err != nil {
-		return err
+		return nil, err
 	}
 	var err error
 	if f.cfg.AuthToken, err = readSecret("auth-token-file", f.authTokenFile); err != nil {
-		return err
+		return nil, err
 	}
 	if f.cfg.UpstreamAPIKey, err = readSecret("upstream-api-key-file", f.upstreamKeyFile); err != nil {
-		return err
+		return nil, err
 	}
 	f.cfg.Logger = newLogger(e, f.logLevel, f.logFormat)
 	if f.cfg.SidecarID == "" {
 		f.cfg.SidecarID = hostname()
+	}
+	return f, nil
+}
+
+func runSidecar(ctx context.Context, args []string, e env) error {
+	f, err := loadSidecarFlags(args, e)
+	if err != nil {
+		return err
+	}
+	if f.checkConfig {
+		fmt.Fprintln(e.stdout, "configuration OK")
+		return nil
 	}
 	reg, err := f.reg.open(ctx, f.cfg.SidecarID, f.cfg.Logger)
 	if err != nil {
@@ -182,7 +219,16 @@ func runSidecar(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return serveSidecar(ctx, f.cfg, f.load, ln, reg)
+	// SIGHUP re-reads the same flags, env and file: flags still win.
+	reload := func() (sidecar.Config, error) {
+		next, err := loadSidecarFlags(args, e)
+		if err != nil {
+			return sidecar.Config{}, err
+		}
+		next.cfg.Logger = f.cfg.Logger
+		return next.cfg, nil
+	}
+	return serveSidecar(ctx, f.cfg, f.load, ln, reg, e.reload, reload)
 }
 
 func hostname() string {
@@ -196,13 +242,17 @@ func hostname() string {
 // serveSidecar runs the sidecar on ln with reg until ctx is done. Load
 // publishing outlives the HTTP drain so that peers see this sidecar's
 // streams until they end; then the record is removed.
-func serveSidecar(ctx context.Context, cfg sidecar.Config, load sidecar.LoadConfig, ln net.Listener, reg *conn) error {
+func serveSidecar(ctx context.Context, cfg sidecar.Config, load sidecar.LoadConfig, ln net.Listener, reg *conn,
+	hup <-chan struct{}, reload func() (sidecar.Config, error)) error {
 	s, err := sidecar.New(cfg)
 	if err != nil {
 		ln.Close()
 		return usageErr("%v", err)
 	}
 	var wg sync.WaitGroup
+	if hup != nil && reload != nil {
+		wg.Go(func() { reloadOnSignal(ctx, s, hup, reload, cfg.Logger) })
+	}
 	peersCtx, stopPeers := context.WithCancel(ctx)
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	if reg.peers != nil {
