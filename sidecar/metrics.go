@@ -141,6 +141,7 @@ var (
 	queueDesc     = prometheus.NewDesc("blitz_queue_depth", "Requests waiting in the sidecar for an instance, by priority.", []string{"priority"}, nil)
 	breakerDesc   = prometheus.NewDesc("blitz_breaker_state", "Circuit breaker state of the instance: 0 closed, 1 half-open, 2 open.", []string{"instance"}, nil)
 	instancesDesc = prometheus.NewDesc("blitz_instances", "Instances serving the model, by state (routable or draining).", []string{"model", "state"}, nil)
+	staleDesc     = prometheus.NewDesc("blitz_discovery_stale", "1 while the routing view is a persisted snapshot the registry has not confirmed yet, else 0.", nil, nil)
 )
 
 func (c *tableCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -148,6 +149,7 @@ func (c *tableCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- breakerDesc
 	ch <- queueDesc
 	ch <- instancesDesc
+	ch <- staleDesc
 }
 
 func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
@@ -155,6 +157,11 @@ func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(c.s.router.QueueDepth(p)), p.String())
 	}
 	t := c.s.router.Table()
+	stale := 0.0
+	if t != nil && t.Snapshot().Stale {
+		stale = 1
+	}
+	ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, stale)
 	if t == nil {
 		return
 	}

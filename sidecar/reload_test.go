@@ -31,7 +31,7 @@ func TestReload(t *testing.T) {
 	// A stream open across a reload that replaces the transport finishes.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stream := sc.openStream(t, ctx, `{"model":"m","max_tokens":10,"stream":true,"prompt":"x"}`)
+	stream := sc.openStream(t, ctx, `{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"x"}]}`)
 	defer stream.Body.Close()
 
 	next := Config{Policy: "least-load", SidecarID: "s", FirstByteTimeout: time.Minute,
