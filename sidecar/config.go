@@ -23,6 +23,12 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxHeaderBytes bounds request headers. Default 64 KiB.
 	MaxHeaderBytes int
+	// MaxHeaderCount bounds the number of request header fields (431 above).
+	// Default 100.
+	MaxHeaderCount int
+	// BodyReadTimeout bounds how long a client may take to send its body, so
+	// a slow sender cannot hold a connection and a buffer. Default 30s.
+	BodyReadTimeout time.Duration
 	// ReadHeaderTimeout bounds how long a client may take to send headers
 	// (slowloris protection). Default 10s.
 	ReadHeaderTimeout time.Duration
@@ -97,6 +103,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.Policy, DefaultPolicy)
 	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
 	setDefault(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&c.MaxHeaderCount, 100)
+	setDefault(&c.BodyReadTimeout, 30*time.Second)
 	setDefault(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&c.ConnectTimeout, DefaultConnectTimeout)
@@ -139,6 +147,7 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{
 		{"read-header-timeout", c.ReadHeaderTimeout},
+		{"body-read-timeout", c.BodyReadTimeout},
 		{"idle-timeout", c.IdleTimeout},
 		{"connect-timeout", c.ConnectTimeout},
 		{"first-byte-timeout", c.FirstByteTimeout},
@@ -152,6 +161,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxBodyBytes < 0:
 		return bad("max-body-bytes", c.MaxBodyBytes, "must be >= 0 (0 means 32 MiB)")
+	case c.MaxHeaderCount < 0:
+		return bad("max-header-count", c.MaxHeaderCount, "must be >= 0 (0 means 100)")
 	case c.MaxHeaderBytes < 0:
 		return bad("max-header-bytes", c.MaxHeaderBytes, "must be >= 0 (0 means 64 KiB)")
 	case c.MaxRetries < -1 || c.MaxRetries > maxRetriesLimit:

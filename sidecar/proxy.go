@@ -50,7 +50,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	ex.acquire()
 	defer ex.release()
 
-	if e, ok := s.readBody(ex, r); !ok {
+	if e, ok := s.readBody(ex, w, r); !ok {
 		s.reject(w, e, "", routing.PriorityNormal, start)
 		return
 	}
@@ -191,8 +191,18 @@ func (s *Server) roundTrip(ex *exchange, r *http.Request, ep *routing.Endpoint) 
 
 // readBody reads the request body once into the exchange's pooled buffer,
 // bounded by MaxBodyBytes.
-func (s *Server) readBody(ex *exchange, r *http.Request) (apiError, bool) {
+func (s *Server) readBody(ex *exchange, w http.ResponseWriter, r *http.Request) (apiError, bool) {
 	limit := s.conf().MaxBodyBytes
+	// A client that trickles its body (slowloris) meets a deadline.
+	rc := http.NewResponseController(w)
+	timedOut := false
+	if rc.SetReadDeadline(s.now().Add(s.conf().BodyReadTimeout)) == nil {
+		defer func() {
+			if !timedOut {
+				_ = rc.SetReadDeadline(time.Time{})
+			}
+		}()
+	}
 	tooLarge := apiError{status: http.StatusRequestEntityTooLarge, message: "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes", typ: typeInvalidRequest, code: codeTooLarge}
 	if r.ContentLength > limit {
 		return tooLarge, false
@@ -215,6 +225,13 @@ func (s *Server) readBody(ex *exchange, r *http.Request) (apiError, bool) {
 			return apiError{}, true
 		}
 		if err != nil {
+			if isTimeout(err) {
+				// Close rather than let net/http wait for the rest of the
+				// body before it reuses the connection.
+				timedOut = true
+				w.Header().Set("Connection", "close")
+				return apiError{status: http.StatusRequestTimeout, message: "the request body did not arrive within " + s.conf().BodyReadTimeout.String(), typ: typeInvalidRequest, code: "request_timeout"}, false
+			}
 			return errInvalid("reading the request body failed", ""), false
 		}
 	}

@@ -174,6 +174,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, src discovery.Source)
 // than a pattern mux and lets every miss answer in OpenAI's error shape.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	if len(r.Header) > s.conf().MaxHeaderCount {
+		writeError(w, apiError{status: http.StatusRequestHeaderFieldsTooLarge, message: "too many request header fields", typ: typeInvalidRequest, code: "request_header_fields_too_large"})
+		return
+	}
 	if s.conf().AuthToken != "" && (strings.HasPrefix(path, "/v1/") || path == "/state") && !s.authorized(r) {
 		writeError(w, apiError{status: http.StatusUnauthorized, message: "missing or wrong bearer token", typ: typeAuth, code: "invalid_api_key"})
 		return

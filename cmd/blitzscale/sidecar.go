@@ -62,6 +62,8 @@ func (f *sidecarFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&f.cfg.FirstByteTimeout, "first-byte-timeout", sidecar.DefaultFirstByteTimeout, "timeout for an instance's response headers (prefill can be slow)")
 	fs.DurationVar(&f.cfg.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "how long open streams may finish after SIGTERM")
 	fs.DurationVar(&f.cfg.ReadHeaderTimeout, "read-header-timeout", sidecar.DefaultReadHeaderTimeout, "how long a client may take to send its headers")
+	fs.IntVar(&f.cfg.MaxHeaderCount, "max-header-count", 100, "most request header fields accepted (431 above)")
+	fs.DurationVar(&f.cfg.BodyReadTimeout, "body-read-timeout", 30*time.Second, "how long a client may take to send its body (408 after)")
 	fs.IntVar(&f.cfg.MaxRetries, "max-retries", sidecar.DefaultMaxRetries, "other instances to try after a failure before the first byte (-1: none)")
 	for _, p := range []struct {
 		name string
