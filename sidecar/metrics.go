@@ -94,7 +94,18 @@ func statusLabel(code int) string {
 	return strconv.Itoa(code)
 }
 
+// labelNone stands for a model or instance the request never reached: an
+// empty label would vanish in Prometheus (and pick up the target's own
+// instance label).
+const labelNone = "none"
+
 func (m *metrics) done(model, instance string, prio routing.Priority, code int, d time.Duration) {
+	if model == "" {
+		model = labelNone
+	}
+	if instance == "" {
+		instance = labelNone
+	}
 	m.requests.WithLabelValues(model, instance, prio.String(), statusLabel(code)).Inc()
 	m.duration.WithLabelValues(model, prio.String()).Observe(d.Seconds())
 }

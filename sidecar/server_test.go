@@ -289,7 +289,7 @@ func TestMetrics(t *testing.T) {
 	text := string(body)
 	for _, want := range []string{
 		`blitz_requests_total{code="200",instance="a",model="m2",priority="normal"} 1`,
-		`blitz_requests_total{code="404",instance="",model="",priority="normal"} 1`,
+		`blitz_requests_total{code="404",instance="none",model="none",priority="normal"} 1`,
 		`blitz_requests_total{code="400",instance="a",model="m1",priority="high"} 1`,
 		`blitz_time_to_first_token_seconds_count{model="m2"} 1`,
 		`blitz_request_duration_seconds_count{model="m2",priority="normal"} 1`,
@@ -297,7 +297,7 @@ func TestMetrics(t *testing.T) {
 		`blitz_instances{model="m1",state="draining"} 1`,
 		`blitz_instances{model="m1",state="routable"} 1`,
 		`blitz_discovery_last_sync_timestamp_seconds{source="static"}`,
-		`blitz_requests_total{code="503",instance="",model="drain-only",priority="low"} 1`,
+		`blitz_requests_total{code="503",instance="none",model="drain-only",priority="low"} 1`,
 		// Shedding is counted under the request's own priority.
 		`blitz_shed_total{priority="low",reason="no_healthy_upstream"} 1`,
 		`blitz_overhead_seconds_count 2`,

@@ -122,11 +122,8 @@ func newFlagSet(name string, e env) *flag.FlagSet {
 	return fs
 }
 
-// parse parses with layering and prints usage on -h.
+// parse parses with layering; -h prints usage (the flag package calls
+// fs.Usage itself).
 func parse(fs *flag.FlagSet, args []string, e env) error {
-	err := parseLayered(fs, args, e.getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.Usage()
-	}
-	return err
+	return parseLayered(fs, args, e.getenv)
 }
