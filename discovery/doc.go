@@ -2,6 +2,9 @@
 // consumer reads: Instance, Snapshot and LoadReport, and the Source and
 // Publisher interfaces that registries implement.
 //
+// Persist wraps any Source so that its last good snapshot survives a
+// restart while the registry is down (static stability).
+//
 // It must not know any registry client library (etcd, Consul, a file
 // watcher): those live in discovery/<registry> and depend on this package,
 // never the other way round. Decoding and validation here are pure

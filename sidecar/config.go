@@ -36,8 +36,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// ConnectTimeout bounds dialing an instance. Default 2s.
 	ConnectTimeout time.Duration
-	// FirstByteTimeout bounds the wait for an instance's response headers;
-	// prefill of a long prompt is slow, so the default is generous: 120s.
+	// FirstByteTimeout bounds the wait for an instance's response headers
+	// and, for an SSE stream (whose headers engines send at admission), for
+	// its first body byte; a request that times out before anything reached
+	// the client is retried. Prefill of a long prompt is slow, so the
+	// default is generous: 120s.
 	FirstByteTimeout time.Duration
 	// ShutdownTimeout is how long open streams may finish after SIGTERM.
 	// Default 30s.

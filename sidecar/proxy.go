@@ -122,11 +122,16 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		s.metrics.overhead.Observe(sent.Sub(start).Seconds())
 		resp, err := s.roundTrip(ex, r, ep)
 		if err == nil && !retryableStatus(resp.StatusCode) {
-			code := s.relay(w, resp, ex, ep, route, sent)
-			s.router.Release(ep)
-			done(outcome(code))
-			s.metrics.done(req.ModelName, ep.Instance.ID, prio, code, s.now().Sub(start))
-			return
+			code, rerr := s.relay(w, resp, ex, ep, route, sent)
+			if rerr == nil {
+				s.router.Release(ep)
+				done(outcome(code))
+				s.metrics.done(req.ModelName, ep.Instance.ID, prio, code, s.now().Sub(start))
+				return
+			}
+			// A stream that broke before its first event reached the
+			// client: retried like a reset before the headers.
+			resp, err = nil, rerr
 		}
 		// Failed before any byte reached the client.
 		s.router.Release(ep)
@@ -161,9 +166,12 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		}
 		if resp != nil {
 			// The engine's own answer is the most useful error we have.
-			code := s.relay(w, resp, ex, ep, route, sent)
-			s.metrics.done(req.ModelName, ep.Instance.ID, prio, code, s.now().Sub(start))
-			return
+			code, rerr := s.relay(w, resp, ex, ep, route, sent)
+			if rerr == nil {
+				s.metrics.done(req.ModelName, ep.Instance.ID, prio, code, s.now().Sub(start))
+				return
+			}
+			err = rerr
 		}
 		e := upstreamFailure(err)
 		s.conf().Logger.Warn("upstream failed", "instance", ep.Instance.ID, "model", req.ModelName, "err", err)
@@ -293,7 +301,7 @@ func upstreamFailure(err error) apiError {
 
 func isTimeout(err error) bool {
 	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errStreamIdle) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func isDialError(err error) bool {

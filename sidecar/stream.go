@@ -3,6 +3,7 @@ package sidecar
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -23,18 +24,23 @@ const statusClientClosed = 499
 // once; other bodies of unknown length are flushed per read, like
 // httputil.ReverseProxy does. A stream that breaks after its first byte ends
 // with an SSE error event instead of a silent truncation.
-func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange, ep *routing.Endpoint, route routing.Route, sent time.Time) int {
+//
+// An SSE stream's headers are held back until its first event: engines
+// (vLLM, the simulator) send them when they admit the request, before a
+// prefill that may take seconds, and an engine that dies or stalls in that
+// window has not reached the client yet. relay then writes nothing and
+// returns the read error, so the caller can retry on another instance; the
+// error is nil whenever something was written.
+func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange, ep *routing.Endpoint, route routing.Route, sent time.Time) (int, error) {
 	defer resp.Body.Close()
-	h := w.Header()
-	copyResponseHeader(h, resp.Header)
-	h[headerInstance] = ep.IDHeader
-	h[headerRoute] = routeHeader(route)
 	sse := isEventStream(resp.Header)
+	committed := false // headers written
 	if !sse {
 		// Headers are the first byte of a non-streaming answer.
 		ep.Load.ObserveTTFT(s.now().Sub(sent))
+		writeHead(w, resp, ep, route)
+		committed = true
 	}
-	w.WriteHeader(resp.StatusCode)
 
 	rc := http.NewResponseController(w)
 	flush := sse || resp.ContentLength < 0
@@ -42,7 +48,13 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 	var idled atomic.Bool
 	if flush && s.conf().StreamIdleTimeout > 0 {
 		// A hung engine mid-stream: closing the body ends the blocked Read.
-		idle = time.AfterFunc(s.conf().StreamIdleTimeout, func() {
+		wait := s.conf().StreamIdleTimeout
+		if sse {
+			// Until its first byte, a stream is bounded by the first-byte
+			// timeout: its headers came at admission, before the prefill.
+			wait = max(s.conf().FirstByteTimeout-s.now().Sub(sent), time.Millisecond)
+		}
+		idle = time.AfterFunc(wait, func() {
 			idled.Store(true)
 			resp.Body.Close()
 		})
@@ -90,8 +102,12 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 			if prompt, completion, ok := parseUsage(buf[:cut]); ok {
 				s.metrics.tokens(ex.req.ModelName, prompt, completion)
 			}
+			if !committed {
+				writeHead(w, resp, ep, route)
+				committed = true
+			}
 			if _, werr := w.Write(buf[:cut]); werr != nil {
-				return statusClientClosed
+				return statusClientClosed, nil
 			}
 			if flush {
 				_ = rc.Flush()
@@ -102,10 +118,16 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		case rerr == nil:
 			continue
 		case errors.Is(rerr, io.EOF):
-			return resp.StatusCode
+			if !committed {
+				writeHead(w, resp, ep, route) // an empty stream
+			}
+			return resp.StatusCode, nil
 		case resp.Request != nil && resp.Request.Context().Err() != nil:
 			// The client went away; its cancellation is not the instance's fault.
-			return statusClientClosed
+			return statusClientClosed, nil
+		case !committed:
+			// Nothing reached the client: the caller may retry.
+			return http.StatusBadGateway, fmt.Errorf("sidecar: stream broke before its first event: %w", rerr)
 		}
 		// The instance broke the stream after bytes reached the client.
 		ep.Load.RecordFailure()
@@ -119,8 +141,17 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 			_, _ = w.Write(out)
 			_ = rc.Flush()
 		}
-		return status
+		return status, nil
 	}
+}
+
+// writeHead writes the instance's status and headers plus the sidecar's own.
+func writeHead(w http.ResponseWriter, resp *http.Response, ep *routing.Endpoint, route routing.Route) {
+	h := w.Header()
+	copyResponseHeader(h, resp.Header)
+	h[headerInstance] = ep.IDHeader
+	h[headerRoute] = routeHeader(route)
+	w.WriteHeader(resp.StatusCode)
 }
 
 var eventEnd = []byte("\n\n")

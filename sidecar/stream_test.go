@@ -176,7 +176,7 @@ func TestRelayForwardsWholeEvents(t *testing.T) {
 			ex.acquire()
 			defer ex.release()
 			w := &flushRecorder{header: http.Header{}}
-			if got := s.relay(w, resp, ex, ep, routing.RouteP2C, time.Now()); got != tt.status {
+			if got, _ := s.relay(w, resp, ex, ep, routing.RouteP2C, time.Now()); got != tt.status {
 				t.Errorf("relay returned %d, want %d", got, tt.status)
 			}
 			if w.pending.Len() != 0 {

@@ -90,7 +90,7 @@ func TestTwoSidecarsShareLoad(t *testing.T) {
 	_, aErr, stopA := startCmd(t, "sidecar", "--listen", a, "--registry", "embedded", "--state-dir", t.TempDir(),
 		"--etcd-endpoints", etcdAddr, "--sidecar-id", "a", "--load-period", "100ms")
 	waitFor(t, "sidecar a", func() bool { return get("http://"+a+"/readyz") == http.StatusOK })
-	_, bErr, stopB := startCmd(t, "sidecar", "--listen", b, "--registry", "etcd",
+	_, bErr, stopB := startCmd(t, "sidecar", "--listen", b, "--registry", "etcd", "--state-dir", t.TempDir(),
 		"--etcd-endpoints", etcdAddr, "--sidecar-id", "b", "--load-period", "100ms")
 	_, _, stopRegister := startCmd(t, "register", "--registry", "etcd", "--etcd-endpoints", etcdAddr,
 		"--id", "e1", "--address", engine.Listener.Addr().String(), "--model", "m", "--probe-interval", "50ms", "--drain-period", "1ms")

@@ -47,7 +47,7 @@ func (f *registryFlags) register(fs *flag.FlagSet, getenv func(string) string, d
 		fs.StringVar(&f.staticFile, "static-file", "", "YAML or JSON list of instances (--registry static); re-read when it changes")
 	}
 	if contains(allowed, "embedded") {
-		fs.StringVar(&f.stateDir, "state-dir", defaultStateDir(getenv), "where the sidecar keeps state (the embedded etcd's data)")
+		fs.StringVar(&f.stateDir, "state-dir", defaultStateDir(getenv), "where the sidecar keeps state: the embedded etcd's data and the last good registry snapshot, routed on (stale) when the registry is unreachable at start")
 	}
 }
 
@@ -191,6 +191,7 @@ func (f *registryFlags) open(ctx context.Context, sidecarID string, logger *slog
 		c.close()
 		return nil, usageErr("%v", err)
 	}
+	c.source = f.persist(c.source, logger)
 	if sidecarID != "" {
 		if c.publisher, err = etcd.NewPublisher(etcd.PublisherConfig{Config: c.etcd, SidecarID: sidecarID}); err != nil {
 			c.close()
@@ -202,6 +203,16 @@ func (f *registryFlags) open(ctx context.Context, sidecarID string, logger *slog
 		}
 	}
 	return c, nil
+}
+
+// persist wraps src so that its last good snapshot is kept under the state
+// directory: a sidecar that starts while the registry is unreachable routes
+// on it (marked stale) until the registry answers.
+func (f *registryFlags) persist(src discovery.Source, logger *slog.Logger) discovery.Source {
+	if f.stateDir == "" {
+		return src
+	}
+	return discovery.Persist(src, filepath.Join(f.stateDir, "snapshot-"+f.registry+"-"+f.service+".json"), logger)
 }
 
 // credentials fills TLS and user settings from the standard flags.

@@ -1,0 +1,119 @@
+package consul
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/blitzscale/router/discovery"
+	"github.com/hashicorp/consul/api"
+)
+
+// SourceName is the Snapshot.Source of snapshots from this package.
+const SourceName = "consul"
+
+// Source streams the passing instances of the Consul service Config.Service
+// as whole snapshots.
+type Source struct {
+	cfg   Config
+	now   func() time.Time
+	stats queryStats
+}
+
+var _ discovery.Source = (*Source)(nil)
+
+// NewSource validates cfg and returns a Source. Nothing talks to Consul
+// until Watch.
+func NewSource(cfg Config) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Source{cfg: cfg.withDefaults(), now: time.Now}, nil
+}
+
+// Watch implements discovery.Source with one blocking query on
+// /v1/health/service/<service>?passing (stale reads allowed, bounded by
+// MaxStale). The first snapshot follows the first answer; later ones follow
+// each change of the set of valid instances (Consul wakes blocking queries
+// for changes that do not touch the result; those send nothing). While
+// Consul fails nothing is sent, so the consumer keeps the last view. Each
+// call runs its own query loop; the channel closes when ctx is done.
+func (s *Source) Watch(ctx context.Context) <-chan discovery.Snapshot {
+	out := make(chan discovery.Snapshot)
+	health := s.cfg.Client.Health()
+	service := s.cfg.Service
+	q := newBlockingQuery(s.cfg, "health/service/"+service, &s.stats,
+		func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+			return health.Service(service, "", true, q)
+		})
+	r := &instanceView{log: s.cfg.Logger, stats: &s.stats, now: s.now}
+	go pump(ctx, q, reducer[[]*api.ServiceEntry, discovery.Snapshot](r), nil, out)
+	return out
+}
+
+// InvalidValues counts entries skipped as invalid, once per entry and
+// problem per Watch (an entry that stays invalid is logged and counted
+// once).
+func (s *Source) InvalidValues() int64 { return s.stats.invalid.Load() }
+
+// Queries counts requests sent to Consul, summed over Watch calls.
+func (s *Source) Queries() int64 { return s.stats.queries.Load() }
+
+// StaleResponses counts answers dropped because the server that gave them
+// had not heard from the leader for longer than MaxStale.
+func (s *Source) StaleResponses() int64 { return s.stats.stale.Load() }
+
+// instanceView is the Source's reducer: the last valid instance list.
+type instanceView struct {
+	instances []discovery.Instance
+	problems  map[string]string // entry key → error text, as last logged
+	syncedAt  time.Time
+	log       *slog.Logger
+	stats     *queryStats
+	now       func() time.Time
+}
+
+func (v *instanceView) apply(entries []*api.ServiceEntry) bool {
+	instances, problems := instancesFromEntries(entries)
+	seen := make(map[string]string, len(problems))
+	for _, p := range problems {
+		msg := p.err.Error()
+		seen[p.key] = msg
+		if v.problems[p.key] != msg {
+			v.stats.invalid.Add(1)
+			v.log.Warn("consul: skipping invalid service entry", "entry", p.key, "error", p.err)
+		}
+	}
+	v.problems = seen
+	v.syncedAt = v.now()
+	changed := !slices.EqualFunc(v.instances, instances, instanceEqual)
+	v.instances = instances
+	return changed
+}
+
+func (v *instanceView) expire() bool { return false }
+
+func (v *instanceView) view() (discovery.Snapshot, bool) {
+	snap, err := discovery.NewSnapshot(SourceName, v.instances, v.syncedAt)
+	if err != nil {
+		// Unreachable: every instance was validated and ids are unique.
+		// Keep the last view rather than send a broken one.
+		v.log.Error("consul: building snapshot", "error", err)
+		return discovery.Snapshot{}, false
+	}
+	return snap, true
+}
+
+func instanceEqual(a, b discovery.Instance) bool {
+	if a.ID != b.ID || a.Address != b.Address || a.Weight != b.Weight || a.Draining != b.Draining ||
+		!slices.Equal(a.Models, b.Models) || len(a.Meta) != len(b.Meta) {
+		return false
+	}
+	for k, va := range a.Meta {
+		if vb, ok := b.Meta[k]; !ok || va != vb {
+			return false
+		}
+	}
+	return true
+}
