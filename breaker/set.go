@@ -197,6 +197,11 @@ type entry struct {
 	// whether a transition happened during a request.
 	mark    atomic.Uint64
 	removed atomic.Bool // dropped by Sync: no more OnStateChange
+	// probation is set when a half-open trial closes the breaker: until
+	// probationSuccesses real requests succeed, one failure reopens it. An
+	// engine whose health check passes while its requests fail then costs
+	// one failed request per cool-down, not ConsecutiveFailures.
+	probation atomic.Bool
 
 	// Transitions happen under gobreaker's lock, where the user hook must
 	// not run; they queue here and whoever caused them flushes after the
@@ -214,6 +219,16 @@ func (s *Set) newEntry(id string) *entry {
 	st := s.settings
 	st.Name = id
 	st.OnStateChange = e.onStateChange
+	base := st.ReadyToTrip
+	st.ReadyToTrip = func(c gobreaker.Counts) bool {
+		if e.probation.Load() {
+			if c.TotalSuccesses < probationSuccesses {
+				return true
+			}
+			e.probation.Store(false)
+		}
+		return base(c)
+	}
 	e.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](st)
 	return e
 }
@@ -223,8 +238,12 @@ func stateOf(mark uint64) State         { return State(mark & 3) }
 
 // onStateChange is gobreaker's hook: it runs under the breaker's lock, so
 // it only records.
+// probationSuccesses is how many successes end a breaker's probation.
+const probationSuccesses = 5
+
 func (e *entry) onStateChange(_ string, from, to gobreaker.State) {
 	e.mark.Store(pack(e.mark.Load()>>2+1, fromGobreaker(to)))
+	e.probation.Store(from == gobreaker.StateHalfOpen && to == gobreaker.StateClosed)
 	e.qmu.Lock()
 	e.queue = append(e.queue, transition{fromGobreaker(from), fromGobreaker(to)})
 	e.pending.Store(true)

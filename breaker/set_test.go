@@ -276,3 +276,38 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("%d transitions did not chain from the previous state", n)
 	}
 }
+
+// TestProbation: an engine whose health check passes while its requests
+// fail must not get ConsecutiveFailures more failed requests after each
+// cool-down: the first failure after a trial closed the breaker reopens it,
+// until enough successes end the probation.
+func TestProbation(t *testing.T) {
+	tests := []struct {
+		name  string
+		after []Outcome
+		want  State
+	}{
+		{"one failure on probation reopens", repeat(F, 1), Open},
+		{"a few successes do not end probation", seq(repeat(S, probationSuccesses-1), repeat(F, 1)), Open},
+		{"enough successes end it", seq(repeat(S, probationSuccesses), repeat(F, 1)), Closed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestSet(t, Config{ConsecutiveFailures: 3, CoolDown: 50 * time.Millisecond}, "a")
+			feed(t, s, "a", repeat(F, 3)...)
+			waitFor(t, "half-open", func() bool { return s.State("a") == HalfOpen })
+			trial, err := s.Allow("a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			trial(S)
+			if got := s.State("a"); got != Closed {
+				t.Fatalf("after the trial State = %v", got)
+			}
+			feed(t, s, "a", tt.after...)
+			if got := s.State("a"); got != tt.want {
+				t.Errorf("State = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -8,4 +8,7 @@ var (
 	ErrInvalidInstance = errors.New("discovery: invalid instance")
 	// ErrDuplicateID marks two instances with the same id in one snapshot.
 	ErrDuplicateID = errors.New("discovery: duplicate instance id")
+	// ErrInvalidPersisted marks a persisted snapshot file that cannot be used:
+	// corrupt, of another version, or holding invalid instances.
+	ErrInvalidPersisted = errors.New("discovery: invalid persisted snapshot")
 )

@@ -18,10 +18,6 @@ import (
 // of another version is ignored (and replaced by the next good snapshot).
 const PersistVersion = 1
 
-// ErrInvalidPersisted marks a persisted snapshot file that cannot be used:
-// corrupt, of another version, or holding invalid instances.
-var ErrInvalidPersisted = errors.New("discovery: invalid persisted snapshot")
-
 // maxPersistedBytes bounds the file read at start: a fleet's instance list
 // is kilobytes, so anything larger is not ours.
 const maxPersistedBytes = 64 << 20
