@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 BENCHTIME ?= 1s
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fmt bench fuzz tidy-check clean
+.PHONY: help build run test lint fmt bench bench-go bench-routing fuzz tidy-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -30,7 +30,10 @@ lint: ## gofmt check and go vet
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
-bench: ## run the Go benchmarks (allocations reported)
+bench: ## side-by-side proxy benchmark: direct vs sidecar vs nginx (installs nginx-light; ~4 min; BENCH_QUICK=1 for a wiring check)
+	GO=$(GO) bash bench/run.sh
+
+bench-go: ## run the Go micro-benchmarks (allocations reported)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)

@@ -2,6 +2,9 @@ package sidecar
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 
@@ -9,9 +12,11 @@ import (
 )
 
 const (
-	// copyBufSize is the stream copy buffer: larger than any SSE event an
-	// engine sends, so events are forwarded whole.
-	copyBufSize = 32 << 10
+	// copyBufSize is the response copy buffer, held for a stream's whole
+	// life: larger than the SSE events of token streams (a few hundred
+	// bytes), small enough to keep memory per open stream low. A larger
+	// event passes through in parts.
+	copyBufSize = 8 << 10
 	// maxPooledBody: bodies above this are not kept in the pool, so one huge
 	// request does not pin memory for good.
 	maxPooledBody = 1 << 20
@@ -21,23 +26,37 @@ const (
 
 // exchange is the per-request scratch of the proxy path: the body buffer,
 // the router's request, the upstream bodies and the copy buffer. It is
-// pooled. Because http.Transport may still read a request body after
-// RoundTrip returns, the exchange is reference-counted: the handler holds one
-// reference and each upstream body another, and the last release returns it
-// to the pool.
+// pooled.
+//
+// http.Transport may still be writing a request body after RoundTrip
+// returns (an engine that answers before reading it all), so the exchange is
+// reference-counted: the handler holds one reference and each attempt
+// another until the transport reports, through httptrace's WroteRequest,
+// that it is done with the body. The last release returns the exchange to
+// the pool; an attempt that never wrote (a dial error) leaves it to the
+// garbage collector instead. The bodies are io.NopCloser over
+// *bytes.Reader on purpose: net/http recognises that pair as in memory and
+// sends headers and body in one write instead of two.
 type exchange struct {
 	pool    *sync.Pool
 	refs    atomic.Int32
 	body    []byte
 	req     routing.Request
 	fields  bodyFields
-	bodies  [maxUpstreamAttempts]upstreamBody
+	readers [maxUpstreamAttempts]bytes.Reader
+	bodies  [maxUpstreamAttempts]io.ReadCloser // NopCloser(&readers[i]), made once
 	nbodies int
+	trace   *httptrace.ClientTrace
 	copyBuf []byte
 }
 
 func newExchange(pool *sync.Pool) *exchange {
-	return &exchange{pool: pool, copyBuf: make([]byte, copyBufSize)}
+	ex := &exchange{pool: pool, copyBuf: make([]byte, copyBufSize)}
+	for i := range ex.bodies {
+		ex.bodies[i] = io.NopCloser(&ex.readers[i])
+	}
+	ex.trace = &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { ex.unref() }}
+	return ex
 }
 
 // acquire prepares a pooled exchange for a new request.
@@ -64,29 +83,12 @@ func (ex *exchange) unref() {
 }
 
 // upstreamBody returns a fresh reader over the request body for one
-// attempt, holding a reference until the transport closes it.
-func (ex *exchange) upstreamBody() *upstreamBody {
-	b := &ex.bodies[ex.nbodies]
+// attempt and the context to send it with, whose trace releases the
+// attempt's reference once the transport has written the body.
+func (ex *exchange) upstreamBody(ctx context.Context) (io.ReadCloser, context.Context) {
+	i := ex.nbodies
 	ex.nbodies++
-	b.ex = ex
-	b.Reset(ex.body)
-	b.closed.Store(false)
+	ex.readers[i].Reset(ex.body)
 	ex.refs.Add(1)
-	return b
-}
-
-// upstreamBody is an io.ReadCloser over the exchange's body.
-type upstreamBody struct {
-	bytes.Reader
-	ex     *exchange
-	closed atomic.Bool
-}
-
-// Close releases the body's reference; the transport calls it once it is
-// done writing, possibly after RoundTrip returned.
-func (b *upstreamBody) Close() error {
-	if b.closed.CompareAndSwap(false, true) {
-		b.ex.unref()
-	}
-	return nil
+	return ex.bodies[i], httptrace.WithClientTrace(ctx, ex.trace)
 }

@@ -184,13 +184,14 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 // reused (its context carries the client's cancellation); only the URL, host
 // and body change.
 func (s *Server) roundTrip(ex *exchange, r *http.Request, ep *routing.Endpoint) (*http.Response, error) {
-	out := r.WithContext(r.Context())
+	body, ctx := ex.upstreamBody(r.Context())
+	out := r.WithContext(ctx)
 	u := *r.URL
 	u.Scheme, u.Host = "http", ep.Instance.Address
 	out.URL = &u
 	out.Host = ep.Instance.Address
 	out.RequestURI = ""
-	out.Body = ex.upstreamBody()
+	out.Body = body
 	out.ContentLength = int64(len(ex.body))
 	out.GetBody = nil
 	out.Close = false

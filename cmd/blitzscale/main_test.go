@@ -78,6 +78,7 @@ func TestExitCodes(t *testing.T) {
 		{"bad listen", []string{"sidecar", "--registry", "static", "--static-file", good, "--listen", "nowhere"}, 2, "listen"},
 		{"negative rate", []string{"sidecar", "--registry", "static", "--static-file", good, "--rate-low", "-1"}, 2, "rate-low"},
 		{"bad registry", []string{"sidecar", "--registry", "zookeeper"}, 2, "registry"},
+		{"public debug addr", []string{"sidecar", "--registry", "static", "--static-file", good, "--debug-addr", "0.0.0.0:6060"}, 2, "debug-addr"},
 		{"bad log level", []string{"sidecar", "--registry", "static", "--static-file", good, "--log-level", "loud"}, 2, "log-level"},
 		{"sim without model", []string{"sim"}, 2, "model"},
 		{"sim bad concurrency", []string{"sim", "--model", "m", "--max-concurrency", "-1"}, 2, "max-concurrency"},

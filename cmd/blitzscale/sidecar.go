@@ -41,6 +41,7 @@ func reloadOnSignal(ctx context.Context, s *sidecar.Server, hup <-chan struct{},
 // sidecarFlags are the flags of `blitzscale sidecar`.
 type sidecarFlags struct {
 	checkConfig                    bool
+	debugAddr                      string
 	reg                            registryFlags
 	config, listen                 string
 	logLevel, logFormat            string
@@ -94,6 +95,7 @@ func (f *sidecarFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&b.ProbePath, "breaker-probe-path", breaker.DefaultProbePath, "engine path probed to close a breaker")
 	fs.StringVar(&f.authTokenFile, "auth-token-file", "", "file holding the bearer token clients must send (required off loopback)")
 	fs.StringVar(&f.upstreamKeyFile, "upstream-api-key-file", "", "file holding the API key sent to instances instead of the client's Authorization")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "loopback host:port serving Go's profiles at /debug/pprof/ (off by default)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 }
@@ -110,6 +112,11 @@ func (f *sidecarFlags) validate() error {
 	}
 	if err := f.reg.validate(); err != nil {
 		return err
+	}
+	if f.debugAddr != "" {
+		if host, _, err := net.SplitHostPort(f.debugAddr); err != nil || !isLoopback(host) {
+			return usageErr("debug-addr: %q: must be a loopback host:port (profiles expose internals)", f.debugAddr)
+		}
 	}
 	if _, err := parseLevel(f.logLevel); err != nil {
 		return usageErr("log-level: %v", err)
@@ -211,6 +218,13 @@ func runSidecar(ctx context.Context, args []string, e env) error {
 	if f.checkConfig {
 		fmt.Fprintln(e.stdout, "configuration OK")
 		return nil
+	}
+	if f.debugAddr != "" {
+		stop, err := serveDebug(ctx, f.debugAddr)
+		if err != nil {
+			return fmt.Errorf("debug-addr: %w", err)
+		}
+		defer stop()
 	}
 	reg, err := f.reg.open(ctx, f.cfg.SidecarID, f.cfg.Logger)
 	if err != nil {
