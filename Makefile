@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 BENCHTIME ?= 1s
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fmt bench bench-go bench-routing fuzz tidy-check clean
+.PHONY: help build run test test-consul lint fmt bench bench-go bench-routing fuzz tidy-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ run: build ## run the demo: simulated engines + a sidecar on 127.0.0.1:8089 (Ctr
 test: ## run every test with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+test-consul: ## run the Consul tests against a real `consul agent -dev` (CONSUL_BIN or consul on PATH; skipped otherwise)
+	$(GO) test -race -count=1 -v -run '^TestConsulDev' ./discovery/consul/
+
 lint: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -33,12 +36,16 @@ fmt: ## format the code
 bench: ## side-by-side proxy benchmark: direct vs sidecar vs nginx (installs nginx-light; ~4 min; BENCH_QUICK=1 for a wiring check)
 	GO=$(GO) bash bench/run.sh
 
+bench-routing: ## routing experiment: every policy, 1 sidecar vs a 4-sidecar fleet, priority flood (~3.5 min; writes bench/out/routing)
+	$(GO) run ./bench/routing -out bench/out/routing $(BENCH_ROUTING_FLAGS)
+
 bench-go: ## run the Go micro-benchmarks (allocations reported)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzScanBody$$' -fuzztime $(FUZZTIME) ./sidecar
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./discovery/static
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLoadReport$$' -fuzztime $(FUZZTIME) ./discovery/consul
 
 tidy-check: ## fail if go.mod or go.sum are not tidy
 	$(GO) mod tidy -diff

@@ -57,7 +57,7 @@ type env struct {
 func commands() []command {
 	return []command{
 		{"sidecar", "run the router (the main job)", runSidecar},
-		{"register", "register one inference instance in etcd and keep it registered while it is healthy", runRegister},
+		{"register", "register one inference instance in etcd or Consul and keep it registered while it is healthy", runRegister},
 		{"demo", "embedded registry + three simulated engines + a sidecar on 127.0.0.1:8089", runDemo},
 		{"sim", "one simulated OpenAI-compatible engine", runSim},
 		{"status", "print a running sidecar's routing view", runStatus},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/blitzscale/router/discovery"
+	"github.com/blitzscale/router/discovery/consul"
 	"github.com/blitzscale/router/discovery/etcd"
 )
 
@@ -29,6 +30,7 @@ func runRegister(ctx context.Context, args []string, e env) error {
 	)
 	fs.StringVar(&config, "config", "", "YAML file whose keys are these flag names")
 	reg.register(fs, e.getenv, "etcd", "etcd", "consul")
+	fs.Lookup("registry").Usage = "where to register the instance: etcd or consul"
 	fs.StringVar(&in.ID, "id", "", "instance id, unique within the service (required)")
 	fs.StringVar(&in.Address, "address", "", "host:port of the engine's OpenAI-compatible server (required)")
 	fs.Var(&models, "model", "model or adapter id served (repeatable; required)")
@@ -37,7 +39,7 @@ func runRegister(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&healthPath, "health-path", discovery.DefaultHealthPath, "engine path probed for health (404 falls back to /v1/models)")
 	fs.StringVar(&baseURL, "probe-url", "", "engine root URL for probes (default http://<address>)")
 	fs.DurationVar(&every, "probe-interval", discovery.DefaultProbeInterval, "time between health probes")
-	fs.DurationVar(&ttl, "ttl", etcd.DefaultLeaseTTL, "lease TTL: a registrant that dies is removed this long after (>= 10s)")
+	fs.DurationVar(&ttl, "ttl", etcd.DefaultLeaseTTL, "etcd lease TTL or Consul TTL check: a registrant that dies is out of routing this long after (>= 10s)")
 	fs.DurationVar(&drain, "drain-period", discovery.DefaultDrainPeriod, "how long the instance stays registered as draining on shutdown")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args, e); err != nil {
@@ -54,6 +56,11 @@ func runRegister(ctx context.Context, args []string, e env) error {
 	}
 	if err := in.Validate(); err != nil {
 		return usageErr("%v", err)
+	}
+	if reg.registry == "consul" {
+		if err := consul.ValidateInstance(in); err != nil {
+			return usageErr("%v", err)
+		}
 	}
 	if err := reg.validate(); err != nil {
 		return err
@@ -75,7 +82,7 @@ func runRegister(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer c.close()
-	registrar, err := etcd.NewRegistrar(etcd.RegistrarConfig{Config: c.etcd, LeaseTTL: ttl})
+	registrar, err := c.registrar(reg.registry, ttl)
 	if err != nil {
 		return usageErr("%v", err)
 	}

@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/blitzscale/router/discovery"
+	"github.com/blitzscale/router/discovery/consul"
 	"github.com/blitzscale/router/discovery/etcd"
 	"github.com/blitzscale/router/discovery/static"
 )
@@ -90,7 +92,9 @@ func (f *registryFlags) validate() error {
 			return usageErr("static-file: %v", err)
 		}
 	case "consul":
-		return usageErr("registry: consul is not available in this build yet (use embedded, etcd or static)")
+		if err := validConsulAddr(f.consulAddr); err != nil {
+			return usageErr("consul-addr: %q: %v", f.consulAddr, err)
+		}
 	case "embedded":
 		if f.stateDir == "" {
 			return usageErr("state-dir: required with --registry embedded")
@@ -114,6 +118,28 @@ func (f *registryFlags) validate() error {
 		return usageErr("etcd-cert: --etcd-cert and --etcd-key go together")
 	}
 	return nil
+}
+
+// validConsulAddr accepts what the Consul CLI does: host:port, or a URL
+// with scheme http, https or unix.
+func validConsulAddr(a string) error {
+	if a == "" {
+		return fmt.Errorf("required with --registry consul")
+	}
+	if !strings.Contains(a, "://") {
+		_, _, err := net.SplitHostPort(a)
+		return err
+	}
+	u, err := url.Parse(a)
+	switch {
+	case err != nil:
+		return err
+	case u.Scheme == "unix" && u.Path != "":
+		return nil
+	case (u.Scheme == "http" || u.Scheme == "https") && u.Host != "":
+		return nil
+	}
+	return fmt.Errorf("want host:port or an http, https or unix URL")
 }
 
 func (f *registryFlags) endpoints() []string {
@@ -140,7 +166,8 @@ type conn struct {
 	source    discovery.Source
 	publisher discovery.Publisher  // nil for static
 	peers     discovery.LoadSource // nil for static
-	etcd      etcd.Config          // zero for static
+	etcd      etcd.Config          // zero unless etcd or embedded
+	consul    consul.Config        // zero unless consul
 	endpoints []string             // etcd endpoints in use
 	closers   []func()
 }
@@ -162,6 +189,9 @@ func (f *registryFlags) open(ctx context.Context, sidecarID string, logger *slog
 		src.Logger = logger
 		c.source = src
 		return c, nil
+	}
+	if f.registry == "consul" {
+		return f.openConsul(c, sidecarID, logger)
 	}
 	dial := etcd.DialConfig{Endpoints: f.endpoints()}
 	if f.registry == "embedded" {
@@ -203,6 +233,37 @@ func (f *registryFlags) open(ctx context.Context, sidecarID string, logger *slog
 		}
 	}
 	return c, nil
+}
+
+// openConsul connects to the local Consul agent. Token, TLS and datacenter
+// come from the standard CONSUL_HTTP_* environment.
+func (f *registryFlags) openConsul(c *conn, sidecarID string, logger *slog.Logger) (*conn, error) {
+	client, err := consul.Dial(consul.DialConfig{Address: f.consulAddr})
+	if err != nil {
+		return nil, usageErr("consul-addr: %v", err)
+	}
+	c.consul = consul.Config{Client: client, Service: f.service, Logger: logger}
+	if c.source, err = consul.NewSource(c.consul); err != nil {
+		return nil, usageErr("%v", err)
+	}
+	c.source = f.persist(c.source, logger)
+	if sidecarID != "" {
+		if c.publisher, err = consul.NewPublisher(consul.PublisherConfig{Config: c.consul, SidecarID: sidecarID}); err != nil {
+			return nil, usageErr("sidecar-id: %v", err)
+		}
+		if c.peers, err = consul.NewLoadSource(consul.LoadSourceConfig{Config: c.consul, SidecarID: sidecarID}); err != nil {
+			return nil, usageErr("sidecar-id: %v", err)
+		}
+	}
+	return c, nil
+}
+
+// registrar returns the Registrar of the open registry.
+func (c *conn) registrar(registry string, ttl time.Duration) (discovery.Registrar, error) {
+	if registry == "consul" {
+		return consul.NewRegistrar(consul.RegistrarConfig{Config: c.consul, CheckTTL: ttl})
+	}
+	return etcd.NewRegistrar(etcd.RegistrarConfig{Config: c.etcd, LeaseTTL: ttl})
 }
 
 // persist wraps src so that its last good snapshot is kept under the state

@@ -84,6 +84,7 @@ type Registrar struct {
 	mu    sync.Mutex
 	in    discovery.Instance // the registered instance; ID "" when none
 	maint bool               // maintenance enabled by us, or unknown (true)
+	dirty bool               // the last apply failed: the heartbeat applies again
 	stop  context.CancelFunc // ends the heartbeat
 	done  chan struct{}      // closed when the heartbeat has exited
 }
@@ -114,11 +115,15 @@ func checkID(id string) string { return "service:" + id }
 
 // Register registers in with the agent (draining as given) and starts the
 // heartbeat; Deregister stops it. Registering again rewrites the
-// registration; a different id while one is registered is an error
-// (Deregister first). The first Register of a Registrar also turns
-// maintenance mode off for the service unless in is draining: a registrant
-// that died while draining leaves it on, and its successor must not stay
-// out of routing for good. (To keep an instance out, stop its registrant.)
+// registration; a different id while one is held is an error (Deregister
+// first). The Registrar holds in from the first attempt: after an error
+// (the agent may have taken part of it, or all of it just as ctx ended)
+// the registration is retried in the background until Deregister, which
+// removes whatever the agent has. The first Register of a Registrar also
+// turns maintenance mode off for the service unless in is draining: a
+// registrant that died while draining leaves it on, and its successor must
+// not stay out of routing for good. (To keep an instance out, stop its
+// registrant.)
 func (r *Registrar) Register(ctx context.Context, in discovery.Instance) error {
 	reg, err := r.registration(in)
 	if err != nil {
@@ -130,11 +135,7 @@ func (r *Registrar) Register(ctx context.Context, in discovery.Instance) error {
 		return fmt.Errorf("consul: register %q: this registrar holds %q; deregister it first", in.ID, r.in.ID)
 	}
 	if r.in.ID == "" {
-		// A previous process may have left the service in maintenance.
-		r.maint = true
-	}
-	if err := r.applyLocked(ctx, reg, in.Draining); err != nil {
-		return err
+		r.maint = true // unknown: a previous process may have left it on
 	}
 	r.in = in
 	if r.stop == nil {
@@ -142,7 +143,7 @@ func (r *Registrar) Register(ctx context.Context, in discovery.Instance) error {
 		r.stop, r.done = cancel, make(chan struct{})
 		go r.heartbeat(hctx, r.done)
 	}
-	return nil
+	return r.applyLocked(ctx, reg, in.Draining)
 }
 
 // SetDraining marks the registered instance draining (or not): it enables
@@ -162,11 +163,8 @@ func (r *Registrar) SetDraining(ctx context.Context, draining bool) error {
 	if err != nil {
 		return err
 	}
-	if err := r.applyLocked(ctx, reg, draining); err != nil {
-		return err
-	}
 	r.in = in
-	return nil
+	return r.applyLocked(ctx, reg, draining)
 }
 
 // Deregister stops the heartbeat and removes the instance from the agent
@@ -178,7 +176,7 @@ func (r *Registrar) SetDraining(ctx context.Context, draining bool) error {
 func (r *Registrar) Deregister(ctx context.Context) error {
 	r.mu.Lock()
 	id, stop, done := r.in.ID, r.stop, r.done
-	r.in, r.stop, r.done, r.maint = discovery.Instance{}, nil, nil, false
+	r.in, r.stop, r.done, r.maint, r.dirty = discovery.Instance{}, nil, nil, false, false
 	r.mu.Unlock()
 	if id == "" {
 		return nil
@@ -200,14 +198,21 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 // draining. Maintenance goes first when entering it (it stops new requests
 // at once) and last when leaving it (the meta says not draining first).
 func (r *Registrar) applyLocked(ctx context.Context, reg *api.AgentServiceRegistration, draining bool) error {
+	err := r.writeLocked(ctx, reg, draining)
+	r.dirty = err != nil
+	return err
+}
+
+func (r *Registrar) writeLocked(ctx context.Context, reg *api.AgentServiceRegistration, draining bool) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	agent := r.cfg.Client.Agent()
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	maintOn := false
 	if draining && r.in.ID != "" {
-		// Already registered: enter maintenance before anything else. A 404
-		// means the agent lost the service; it is registered below.
+		// Enter maintenance before anything else. A 404 means the agent
+		// does not have the service (yet, or any more); it is registered
+		// below and maintenance enabled after.
 		err := agent.EnableServiceMaintenanceOpts(reg.ID, r.maintReason, q)
 		if err != nil && !isNotFound(err) {
 			return fmt.Errorf("consul: enable maintenance for %q: %w", reg.ID, err)
@@ -234,10 +239,11 @@ func (r *Registrar) applyLocked(ctx context.Context, reg *api.AgentServiceRegist
 	return nil
 }
 
-// heartbeat keeps the TTL check passing until ctx ends. When the agent no
+// heartbeat keeps the TTL check passing until ctx ends. It writes the
+// registration again when the last write failed, or when the agent no
 // longer knows the check (it restarted without its state, or an operator
-// deregistered the instance), the registration is written again, with
-// maintenance mode if draining, backing off while that fails.
+// deregistered the instance: then with maintenance mode if draining),
+// backing off while that fails.
 func (r *Registrar) heartbeat(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	timer := time.NewTimer(r.beat)
@@ -250,17 +256,22 @@ func (r *Registrar) heartbeat(ctx context.Context, done chan<- struct{}) {
 		case <-timer.C:
 		}
 		r.mu.Lock()
-		in := r.in
+		id, dirty := r.in.ID, r.dirty
 		r.mu.Unlock()
-		if in.ID == "" {
+		if id == "" {
 			return // deregistered; Deregister is stopping us
 		}
-		hctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
-		err := r.cfg.Client.Agent().UpdateTTLOpts(checkID(in.ID), "blitzscale register: alive", api.HealthPassing, (&api.QueryOptions{}).WithContext(hctx))
-		cancel()
-		if err != nil && isNotFound(err) && ctx.Err() == nil {
-			r.log("consul: registration lost; registering again", in.ID, err)
-			err = r.restore(ctx, in.ID)
+		var err error
+		if dirty {
+			err = r.restore(ctx, id, false)
+		} else {
+			hctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+			err = r.cfg.Client.Agent().UpdateTTLOpts(checkID(id), "blitzscale register: alive", api.HealthPassing, (&api.QueryOptions{}).WithContext(hctx))
+			cancel()
+			if err != nil && isNotFound(err) && ctx.Err() == nil {
+				r.log("consul: registration lost; registering again", id, err)
+				err = r.restore(ctx, id, true)
+			}
 		}
 		if ctx.Err() != nil {
 			return
@@ -269,7 +280,7 @@ func (r *Registrar) heartbeat(ctx context.Context, done chan<- struct{}) {
 		if err != nil {
 			next = min(r.cfg.backoff().delay(failures), r.beat)
 			failures++
-			r.log("consul: heartbeat failed; retrying", in.ID, err)
+			r.log("consul: heartbeat failed; retrying", id, err)
 		} else {
 			failures = 0
 		}
@@ -278,7 +289,8 @@ func (r *Registrar) heartbeat(ctx context.Context, done chan<- struct{}) {
 }
 
 // restore writes the registration of id again if it is still the one held.
-func (r *Registrar) restore(ctx context.Context, id string) error {
+// lost says the agent forgot the service, and its maintenance mode with it.
+func (r *Registrar) restore(ctx context.Context, id string, lost bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.in.ID != id || ctx.Err() != nil {
@@ -288,7 +300,9 @@ func (r *Registrar) restore(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	r.maint = r.in.Draining
+	if lost {
+		r.maint = false
+	}
 	return r.applyLocked(ctx, reg, r.in.Draining)
 }
 

@@ -170,6 +170,40 @@ func TestRegistrarDeregister(t *testing.T) {
 	}
 }
 
+// TestRegistrarPartialRegister is the regression test for a Register whose
+// context ended after the agent took the registration but before the
+// registrar's last call: the registrar must still hold the instance, so
+// that the background retry completes it and Deregister removes it (it
+// used to treat it as never registered, leaving it in the agent).
+func TestRegistrarPartialRegister(t *testing.T) {
+	f := newFakeConsul(t)
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/maintenance/") {
+			http.Error(w, "context canceled", http.StatusInternalServerError)
+			return true
+		}
+		return false
+	})
+	r := newRegistrar(t, f, 10*time.Millisecond)
+	ctx := context.Background()
+	if err := r.Register(ctx, gpu("a")); err == nil {
+		t.Fatal("Register succeeded although its last call failed")
+	}
+	if _, _, ok := f.service("a"); !ok {
+		t.Fatal("the agent should hold the registration")
+	}
+	f.setHook(nil)
+	eventually(t, "the background retry", func() bool {
+		return len(f.requestsTo(http.MethodPut, "/v1/agent/check/update/")) > 0
+	})
+	if err := r.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := f.service("a"); ok {
+		t.Error("a still registered after Deregister")
+	}
+}
+
 func TestValidateInstance(t *testing.T) {
 	tests := []struct {
 		name    string
