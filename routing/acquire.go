@@ -53,7 +53,7 @@ func (r *Router) tryAcquire(mr *ModelRoute, req *Request) (*Endpoint, Route, err
 		if err != nil {
 			return nil, "", err
 		}
-		if ep.Load.tryAcquire(capWith(ep.MaxInflight, req.cands.engine(ep))) {
+		if ep.Load.tryAcquire(capWith(ep.MaxInflight, ep.Load.Slots())) {
 			return ep, route, nil
 		}
 	}

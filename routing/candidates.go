@@ -58,7 +58,7 @@ func (c *Candidates) check(ep *Endpoint) (ok bool, load float64) {
 	}
 	n := ep.Load.GlobalInFlight()
 	s := c.engine(ep)
-	if limit := capWith(ep.MaxInflight, s); limit > 0 && n >= limit {
+	if limit := capWith(ep.MaxInflight, ep.Load.Slots()); limit > 0 && n >= limit {
 		return false, 0
 	}
 	if len(c.r.filters) > 0 && !c.r.keep(ep) {
@@ -85,15 +85,19 @@ func (c *Candidates) engine(ep *Endpoint) *EngineStats {
 	return s
 }
 
-// capWith is an instance's cap given its base and its fresh engine scrape
-// (nil when none): while the engine queues, the cap drops to what it runs,
-// but never below 1, so the excess waits here where priority applies.
-func capWith(base int64, s *EngineStats) int64 {
-	if s == nil || s.Waiting <= 0 {
+// capWith is an instance's cap given its base (0: none) and the slots its
+// engine was learned to have (0: unknown). A learned engine gets one request
+// of headroom above its slots: when the engine runs it without queueing, the
+// next scrape raises the slots (additive increase); when it queues it, the
+// cap stays where the engine's capacity is. So the excess waits here, where
+// priority applies, and the cap does not swing back to the base the moment
+// a scrape sees an empty queue.
+func capWith(base, slots int64) int64 {
+	if slots <= 0 {
 		return base
 	}
-	if lowered := max(1, s.Running); base == 0 || lowered < base {
-		return lowered
+	if learned := slots + 1; base <= 0 || learned < base {
+		return learned
 	}
 	return base
 }

@@ -53,13 +53,14 @@ func TestCapSources(t *testing.T) {
 		{"meta overrides", Config{MaxInflightPerInstance: 8}, "3", nil, 3},
 		{"bad meta ignored", Config{MaxInflightPerInstance: 8}, "lots", nil, 8},
 		{"zero meta ignored", Config{MaxInflightPerInstance: 8}, "0", nil, 8},
-		{"engine queueing lowers", Config{MaxInflightPerInstance: 8}, "", &EngineStats{Waiting: 4, Running: 5, At: now}, 5},
-		{"never below 1", Config{MaxInflightPerInstance: 8}, "", &EngineStats{Waiting: 4, Running: 0, At: now}, 1},
-		{"lowers an unlimited cap", Config{MaxInflightPerInstance: -1}, "", &EngineStats{Waiting: 1, Running: 6, At: now}, 6},
+		// A queueing engine teaches its slots; the cap is slots + 1.
+		{"engine queueing lowers", Config{MaxInflightPerInstance: 8}, "", &EngineStats{Waiting: 4, Running: 5, At: now}, 6},
+		{"never below 1 slot", Config{MaxInflightPerInstance: 8}, "", &EngineStats{Waiting: 4, Running: 0, At: now}, 2},
+		{"lowers an unlimited cap", Config{MaxInflightPerInstance: -1}, "", &EngineStats{Waiting: 1, Running: 6, At: now}, 7},
 		{"never raises", Config{MaxInflightPerInstance: 8}, "", &EngineStats{Waiting: 1, Running: 50, At: now}, 8},
 		{"no queue, no change", Config{MaxInflightPerInstance: 8}, "", &EngineStats{Waiting: 0, Running: 2, At: now}, 8},
-		{"stale scrape ignored", Config{MaxInflightPerInstance: 8}, "", &EngineStats{Waiting: 4, Running: 5, At: now.Add(-DefaultEngineStaleAfter - time.Second)}, 8},
-		{"stale bound configurable", Config{MaxInflightPerInstance: 8, EngineStaleAfter: time.Minute}, "", &EngineStats{Waiting: 4, Running: 5, At: now.Add(-30 * time.Second)}, 5},
+		// Slots are capacity, not load: they outlive the scrape's freshness.
+		{"slots outlive staleness", Config{MaxInflightPerInstance: 8}, "", &EngineStats{Waiting: 4, Running: 5, At: now.Add(-DefaultEngineStaleAfter - time.Second)}, 6},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,6 +81,32 @@ func TestCapSources(t *testing.T) {
 				t.Errorf("cap = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestLearnedSlots is the regression test of the routing experiment's
+// finding: the cap must not swing back to the base the moment a scrape
+// sees an empty queue (that dumped bursts onto slow engines), yet must rise
+// when the engine shows it can run more.
+func TestLearnedSlots(t *testing.T) {
+	r := newRouter(t, Config{MaxInflightPerInstance: 64}, &P2C{}, inst("a", "m"))
+	ep := r.Table().Endpoint("a")
+	steps := []struct {
+		scrape EngineStats
+		want   int64
+	}{
+		{EngineStats{Running: 3}, 64},            // nothing learned yet
+		{EngineStats{Running: 8, Waiting: 2}, 9}, // saturated at 8 slots
+		{EngineStats{Running: 8}, 9},             // queue drained: still 8 slots
+		{EngineStats{Running: 9}, 10},            // ran the headroom without queueing
+		{EngineStats{Running: 4, Waiting: 1}, 5}, // now saturated at 4 (KV-bound)
+		{EngineStats{Running: 2}, 5},             // running less says nothing
+	}
+	for i, st := range steps {
+		ep.Load.SetEngine(st.scrape)
+		if got := r.Cap(ep); got != st.want {
+			t.Errorf("step %d (%+v): cap %d, want %d", i, st.scrape, got, st.want)
+		}
 	}
 }
 

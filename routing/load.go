@@ -29,6 +29,10 @@ type Load struct {
 	ttftBits atomic.Uint64 // float64 seconds, EWMA
 	breaker  atomic.Uint32 // BreakerState, set by the breaker package's hook
 	engine   atomic.Pointer[EngineStats]
+	// slots is the engine's concurrency as learned from its scrapes (0:
+	// unknown): its running count whenever it was seen queueing, raised when
+	// it is seen running more without a queue.
+	slots atomic.Int64
 
 	mu sync.Mutex
 	// Guarded by mu: the current table's pools holding the instance, whether
@@ -80,11 +84,20 @@ type EngineStats struct {
 // the instance's models is woken, since the cap may have risen.
 func (l *Load) SetEngine(s EngineStats) {
 	l.engine.Store(&s)
+	switch cur := l.slots.Load(); {
+	case s.Waiting > 0:
+		l.slots.Store(max(1, s.Running))
+	case cur > 0 && s.Running > cur:
+		l.slots.Store(s.Running)
+	}
 	l.mu.Lock()
 	pools := l.pools
 	l.mu.Unlock()
 	wake(pools)
 }
+
+// Slots is the engine's concurrency learned from its scrapes, 0 if unknown.
+func (l *Load) Slots() int64 { return l.slots.Load() }
 
 // Engine returns the last engine scrape, or false when there was none.
 // Callers judge its age by At.

@@ -321,12 +321,12 @@ func TestCapacityEventsWakeWaiters(t *testing.T) {
 			})
 		})
 	}
-	t.Run("engine queue drains", func(t *testing.T) {
+	t.Run("engine shows more slots", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			r := newRouter(t, Config{}, &P2C{}, capped("a", 2, "m"))
+			r := newRouter(t, Config{}, &P2C{}, capped("a", 8, "m"))
 			a := r.Table().Endpoint("a")
-			// One of two slots used, but the engine queues: cap 1.
-			a.Load.SetPeerInFlight(1)
+			// The engine queues at 1 running: cap 1 + 1, and 2 are in flight.
+			a.Load.SetPeerInFlight(2)
 			a.Load.SetEngine(EngineStats{Waiting: 2, Running: 1, At: time.Now()})
 			out := make(chan result, 1)
 			start(r, t.Context(), "w", req("m", PriorityNormal), out)
@@ -334,7 +334,8 @@ func TestCapacityEventsWakeWaiters(t *testing.T) {
 			if r.QueueDepth(PriorityNormal) != 1 {
 				t.Fatal("the engine's queue did not lower the cap")
 			}
-			a.Load.SetEngine(EngineStats{Running: 1, At: time.Now()})
+			// It runs 3 without queueing: 3 slots, cap 4, the waiter goes.
+			a.Load.SetEngine(EngineStats{Running: 3, At: time.Now()})
 			res := <-out
 			if res.err != nil {
 				t.Fatalf("waiter: %v", res.err)

@@ -233,10 +233,8 @@ func (r *Router) keep(ep *Endpoint) bool {
 	return true
 }
 
-// Cap is ep's concurrency cap now (0: none): its MaxInflight, lowered to
-// what the engine runs (but not below 1) while a fresh scrape shows the
-// engine queueing, so that the excess waits here where priority applies.
+// Cap is ep's concurrency cap now (0: none): its MaxInflight, or the slots
+// its engine was learned to have plus one, whichever is lower (capWith).
 func (r *Router) Cap(ep *Endpoint) int64 {
-	c := Candidates{r: r}
-	return capWith(ep.MaxInflight, c.engine(ep))
+	return capWith(ep.MaxInflight, ep.Load.Slots())
 }
