@@ -58,7 +58,7 @@ func TestAlertRules(t *testing.T) {
 		"BlitzBreakerOpen":            "blitz_breaker_state",
 		"BlitzShedRateHigh":           "blitz_shed_total",
 		"BlitzNoRoutableInstance":     "blitz_instances",
-		"BlitzDiscoveryStale":         "blitz_discovery_last_sync_timestamp_seconds",
+		"BlitzDiscoveryStale":         "blitz_discovery_stale",
 		"BlitzLoadPublishFailing":     "blitz_load_publish_total",
 		"BlitzUpstreamErrorRatioHigh": "blitz_requests_total",
 	}

@@ -38,8 +38,9 @@ var designHistograms = map[string]bool{
 	"blitz_overhead_seconds":            true,
 }
 
-// extraSeries are series Prometheus makes itself that rules may use.
-var extraSeries = map[string]bool{"up": true}
+// extraSeries are series Prometheus makes itself that rules may use, and
+// the sidecar's families beyond DESIGN.md's minimum set.
+var extraSeries = map[string]bool{"up": true, "blitz_discovery_stale": true, "blitz_breaker_transitions_total": true}
 
 // extraLabels are labels outside DESIGN.md that a query may name: `le` of
 // histogram buckets and `job` of the scrape configuration.
