@@ -207,12 +207,22 @@ func TestRetry(t *testing.T) {
 			wantStatus: 400, wantInst: "a-400", wantRoute: "round-robin", firstHits: 1,
 		},
 		{
-			name: "engine 500 is relayed, not retried",
+			// An engine's 500 is its own failure (an engine error, CUDA OOM),
+			// so another instance may well serve the request.
+			name: "engine 500 then healthy",
 			first: func(t *testing.T) (discovery.Instance, *failing) {
 				f := &failing{status: 500}
 				return instance("a-500", startBackend(t, f), "m1"), f
 			},
-			wantStatus: 500, wantInst: "a-500", wantRoute: "round-robin", firstHits: 1,
+			wantStatus: 200, wantInst: "b-live", wantRoute: "retry", wantReason: "status_500", firstHits: 1,
+		},
+		{
+			name: "engine 501 is relayed, not retried",
+			first: func(t *testing.T) (discovery.Instance, *failing) {
+				f := &failing{status: 501}
+				return instance("a-501", startBackend(t, f), "m1"), f
+			},
+			wantStatus: 501, wantInst: "a-501", wantRoute: "round-robin", firstHits: 1,
 		},
 		{
 			name:       "retries disabled",

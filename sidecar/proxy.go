@@ -275,10 +275,17 @@ func (s *Server) reject(w http.ResponseWriter, e apiError, model string, prio ro
 	s.metrics.done(model, "", prio, e.status, s.now().Sub(start))
 }
 
-// retryableStatus: the engine says it cannot take the request now, so another
-// instance may.
+// retryableStatus: the engine failed or cannot take the request now (500
+// engine error, 502/504 from a proxy in front of it, 503/429 overload), so
+// another instance may serve it. 501 and 4xx other than 429 are answers
+// about the request itself and are relayed.
 func retryableStatus(code int) bool {
-	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests
+	switch code {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable,
+		http.StatusGatewayTimeout, http.StatusTooManyRequests:
+		return true
+	}
+	return false
 }
 
 func failureReason(resp *http.Response, err error) string {

@@ -131,21 +131,12 @@ func TestEngineAnswering500(t *testing.T) {
 	backAt := time.Now()
 	outs := l.stop()
 
-	cfg := rs.s.Config()
+	// The engine's 500s are retried on the healthy engines (within the
+	// retry budget) while its breaker trips: the app sees none of them.
 	errs := failures(outs)
-	// Every failure is the engine's own 500, relayed: a 500 is not retried
-	// (only connect errors, resets, first-byte timeouts and 502/503/429
-	// are), but it counts for the breaker, which trips after
-	// ConsecutiveFailures; requests already admitted when it trips may
-	// still fail, at most one per other worker.
-	limit := int(cfg.Breaker.ConsecutiveFailures) + workers - 1
+	limit := 0
 	if len(errs) > limit {
-		t.Errorf("%d client errors, want at most %d (ConsecutiveFailures + workers - 1)", len(errs), limit)
-	}
-	for _, o := range errs {
-		if o.err != nil || o.status != http.StatusInternalServerError || o.instance != bad.id {
-			t.Errorf("unexpected failure %v: only the erroring engine's 500s may reach clients", o)
-		}
+		t.Errorf("%d client errors, want none: %v", len(errs), errs)
 	}
 	toBad := 0
 	for _, o := range whileOpen {
