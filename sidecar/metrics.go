@@ -80,6 +80,11 @@ func newMetrics(s *Server) *metrics {
 	m.registry.MustRegister(m.itlHist, m.tokensTotal, m.breakerTransitions, m.publishs, m.requests, m.duration, m.ttftHist, m.shedding, m.retries, m.lastSync, m.overhead,
 		&tableCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Bounded enums start at zero, so dashboards and alerts see the series
+	// before the first event.
+	for _, r := range []string{"ok", "error", "skipped"} {
+		m.publishs.WithLabelValues(r)
+	}
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 	return m
 }

@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blitzscale/router/discovery"
 	"github.com/blitzscale/router/internal/llmsim"
+	"github.com/blitzscale/router/routing"
 )
 
 func TestParseUsage(t *testing.T) {
@@ -55,6 +57,30 @@ func TestTokenAndITLMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestEveryDesignFamilyIsExported drives a stream with usage, a retry and a
+// shed request, then checks /metrics for each family of DESIGN.md's minimum
+// set.
+func TestEveryDesignFamilyIsExported(t *testing.T) {
+	_, srv := startSim(t, llmsim.Config{ID: "e", Models: []string{"m"}, TTFT: time.Millisecond, ITL: time.Millisecond})
+	sc := newSidecar(t, Config{Policy: "round-robin", Admission: routing.AdmissionConfig{Low: routing.RateLimit{Rate: 0.001, Burst: 1}}},
+		discovery.Instance{ID: "a-dead", Address: deadAddr(t), Models: []string{"m"}}, instance("e", srv, "m"))
+	sc.post(t, "/v1/chat/completions", `{"model":"m","stream":true,"max_tokens":3,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`)
+	sc.post(t, "/v1/completions", `{"model":"m","max_tokens":1,"prompt":"x"}`)
+	sc.post(t, "/v1/completions", `{"model":"m","max_tokens":1,"prompt":"x"}`, "X-Blitz-Priority", "low")
+	sc.post(t, "/v1/completions", `{"model":"m","max_tokens":1,"prompt":"x"}`, "X-Blitz-Priority", "low")
+	_, body := sc.get(t, "/metrics")
+	for _, family := range []string{
+		"blitz_requests_total", "blitz_request_duration_seconds", "blitz_time_to_first_token_seconds",
+		"blitz_inter_token_latency_seconds", "blitz_tokens_total", "blitz_inflight_requests", "blitz_queue_depth",
+		"blitz_shed_total", "blitz_retries_total", "blitz_breaker_state", "blitz_instances",
+		"blitz_discovery_last_sync_timestamp_seconds", "blitz_load_publish_total", "blitz_overhead_seconds",
+	} {
+		if !strings.Contains(string(body), "# TYPE "+family+" ") {
+			t.Errorf("/metrics lacks the family %s", family)
 		}
 	}
 }
