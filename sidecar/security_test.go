@@ -2,10 +2,12 @@ package sidecar
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -91,5 +93,36 @@ func TestSlowBodyTimesOut(t *testing.T) {
 	got, _ := io.ReadAll(conn)
 	if !strings.HasPrefix(string(got), "HTTP/1.1 408") || !strings.Contains(string(got), "request_timeout") {
 		t.Errorf("slow body answered:\n%s", got)
+	}
+}
+
+// TestHeaderBytesLimit runs the real server (Run) so its MaxHeaderBytes
+// applies: oversized headers are refused before any handler runs.
+func TestHeaderBytesLimit(t *testing.T) {
+	s := newServer(t, Config{MaxHeaderBytes: 4 << 10})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, ln, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/healthz", nil)
+	req.Header.Set("X-Big", strings.Repeat("x", 16<<10))
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("16 KB of headers against a 4 KB limit: %d, want 431", resp.StatusCode)
 	}
 }
