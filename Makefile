@@ -45,7 +45,7 @@ bench-go: ## run the Go micro-benchmarks (allocations reported)
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzScanBody$$' -fuzztime $(FUZZTIME) ./sidecar
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./discovery/static
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLoadReport$$' -fuzztime $(FUZZTIME) ./discovery/consul
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLoadReport$$' -fuzztime $(FUZZTIME) ./discovery
 
 tidy-check: ## fail if go.mod or go.sum are not tidy
 	$(GO) mod tidy -diff

@@ -11,4 +11,8 @@ var (
 	// ErrInvalidPersisted marks a persisted snapshot file that cannot be used:
 	// corrupt, of another version, or holding invalid instances.
 	ErrInvalidPersisted = errors.New("discovery: invalid persisted snapshot")
+	// ErrInvalidLoadReport marks a load record that breaks the contract:
+	// undecodable, naming another sidecar than its key, or unusable by
+	// readers (no period, negative counters).
+	ErrInvalidLoadReport = errors.New("discovery: invalid load report")
 )

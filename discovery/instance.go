@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -49,6 +51,14 @@ func (in Instance) Serves(model string) bool {
 		}
 	}
 	return false
+}
+
+// Equal reports whether in and o describe the same instance field by
+// field, Models in order and Meta as a set. Sources use it to send nothing
+// when a registry answer changed nothing a consumer sees.
+func (in Instance) Equal(o Instance) bool {
+	return in.ID == o.ID && in.Address == o.Address && in.Weight == o.Weight && in.Draining == o.Draining &&
+		slices.Equal(in.Models, o.Models) && maps.Equal(in.Meta, o.Meta)
 }
 
 // Validate checks the instance against the registry contract and returns an

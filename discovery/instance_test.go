@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 
@@ -187,5 +188,32 @@ func TestEncodeInstance(t *testing.T) {
 
 	if _, err := discovery.EncodeInstance(discovery.Instance{ID: "a"}); !errors.Is(err, discovery.ErrInvalidInstance) {
 		t.Errorf("EncodeInstance of an invalid instance: err = %v, want ErrInvalidInstance", err)
+	}
+}
+
+func TestInstanceEqual(t *testing.T) {
+	base := discovery.Instance{ID: "a", Address: "10.0.0.1:8000", Models: []string{"m1", "m2"}, Meta: map[string]string{"zone": "z1"}, Weight: 2}
+	tests := []struct {
+		name string
+		edit func(in *discovery.Instance)
+		want bool
+	}{
+		{name: "same", edit: func(*discovery.Instance) {}, want: true},
+		{name: "meta dropped", edit: func(in *discovery.Instance) { in.Meta = nil }},
+		{name: "address", edit: func(in *discovery.Instance) { in.Address = "10.0.0.2:8000" }},
+		{name: "model order", edit: func(in *discovery.Instance) { in.Models = []string{"m2", "m1"} }},
+		{name: "meta value", edit: func(in *discovery.Instance) { in.Meta = map[string]string{"zone": "z2"} }},
+		{name: "weight", edit: func(in *discovery.Instance) { in.Weight = 1 }},
+		{name: "draining", edit: func(in *discovery.Instance) { in.Draining = true }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := base
+			o.Meta = maps.Clone(base.Meta)
+			tt.edit(&o)
+			if got := base.Equal(o); got != tt.want {
+				t.Fatalf("Equal = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

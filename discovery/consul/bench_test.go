@@ -43,15 +43,15 @@ func BenchmarkLoadViewApply(b *testing.B) {
 				v, _ := json.Marshal(r)
 				pairs[i] = &api.KVPair{Key: loadPrefix + r.SidecarID, Value: v, ModifyIndex: uint64(i + 1)}
 			}
-			v := &loadView{entries: map[string]loadEntry{}, prefix: loadPrefix, self: "me", now: time.Now, log: quietLogger(), stats: &queryStats{}}
-			v.apply(pairs)
+			v := newLoadView(loadPrefix, "me", time.Now, quietLogger(), &queryStats{})
+			v.Apply(pairs)
 			b.ReportAllocs()
 			idx := uint64(n + 1)
 			for b.Loop() {
 				idx++
 				pairs[0].ModifyIndex = idx
-				v.apply(pairs)
-				v.view()
+				v.Apply(pairs)
+				v.View()
 			}
 		})
 	}

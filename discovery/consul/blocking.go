@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blitzscale/router/discovery"
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/time/rate"
 )
@@ -13,8 +14,8 @@ import (
 // This file holds the one blocking-query loop that both the Source and the
 // LoadSource run, written from Consul's documentation of blocking queries
 // (api-docs/features/blocking) and consistency modes
-// (api-docs/features/consistency), and the pump that turns its responses
-// into a stream of whole views.
+// (api-docs/features/consistency). viewpump turns its responses into a
+// stream of whole views, as it does for etcd's watch.
 
 // fetchFunc performs one query with q (WaitIndex, WaitTime, consistency and
 // a context with the request's deadline already set) and returns its
@@ -42,7 +43,7 @@ type blockingQuery[T any] struct {
 	// pace, when set, returns the minimum spacing of queries implied by a
 	// response (the LoadSource spaces its queries as the fleet grows).
 	pace    func(T) time.Duration
-	backoff backoff
+	backoff discovery.Backoff
 	log     *slog.Logger
 	stats   *queryStats
 }
@@ -119,11 +120,11 @@ func (b *blockingQuery[T]) run(ctx context.Context, out chan<- T) {
 			// from a restarted agent whose index is not comparable with
 			// ours, and may even equal it with different data.
 			index = 0
-			d := b.backoff.delay(failures)
+			d := b.backoff.Delay(failures)
 			failures++
 			b.log.Warn("consul: query failed; keeping the last view and retrying",
 				"query", b.what, "index", index, "error", err, "retry_in", d, "consecutive_failures", failures)
-			if !sleep(ctx, d) {
+			if !discovery.Sleep(ctx, d) {
 				return
 			}
 			continue
@@ -152,73 +153,6 @@ func (b *blockingQuery[T]) run(ctx context.Context, out chan<- T) {
 		case out <- data:
 		case <-ctx.Done():
 			return
-		}
-	}
-}
-
-// reducer folds query results into a view of type V. apply and expire
-// report whether the view may have changed, so that the view is only
-// rebuilt (and sent) when it did.
-type reducer[T, V any] interface {
-	apply(data T) (changed bool)
-	// expire re-evaluates time-dependent state without a response.
-	expire() (changed bool)
-	// view returns the current output; ok is false when there is none to
-	// send (the reducer logged why).
-	view() (v V, ok bool)
-}
-
-// pump runs q, folds its results with r and sends whole views on out: the
-// first after the first response, then one per change. tick, when not nil,
-// calls r.expire without a response (the load view ages).
-//
-// Sends coalesce: while the consumer is busy, newer views replace the
-// pending one, so a slow consumer never stalls the query loop. out is closed
-// once ctx is done and the query goroutine has exited.
-func pump[T, V any](ctx context.Context, q *blockingQuery[T], r reducer[T, V], tick <-chan time.Time, out chan<- V) {
-	results := make(chan T)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		q.run(ctx, results)
-	}()
-	defer func() {
-		<-done
-		close(out)
-	}()
-	var (
-		pending       V
-		synced, dirty bool
-	)
-	update := func(changed bool) {
-		if synced && !changed {
-			return
-		}
-		if v, ok := r.view(); ok {
-			synced, dirty, pending = true, true, v
-		}
-	}
-	for {
-		var send chan<- V
-		if dirty {
-			send = out
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case data, ok := <-results:
-			if !ok {
-				return
-			}
-			update(r.apply(data))
-		case <-tick:
-			if synced {
-				update(r.expire())
-			}
-		case send <- pending:
-			dirty = false
-			var zero V
-			pending = zero
 		}
 	}
 }

@@ -1,13 +1,12 @@
 package consul
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
 
+	"github.com/blitzscale/router/discovery"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -139,8 +138,8 @@ func (c Config) loadPrefix() string {
 	return c.KVPrefix + "/services/" + c.Service + "/load/"
 }
 
-func (c Config) backoff() backoff {
-	return backoff{initial: c.InitialBackoff, max: c.MaxBackoff}
+func (c Config) backoff() discovery.Backoff {
+	return discovery.Backoff{Initial: c.InitialBackoff, Max: c.MaxBackoff}
 }
 
 // validateName checks an id that becomes the last segment of a key.
@@ -149,37 +148,4 @@ func validateName(field, name string) error {
 		return fmt.Errorf("%w: %s %q: required, without '/' or white space", ErrInvalidConfig, field, name)
 	}
 	return nil
-}
-
-// backoff computes capped, jittered exponential waits.
-type backoff struct {
-	initial, max time.Duration
-}
-
-// delay returns the wait before retry number attempt (0-based): initial ×
-// 2^attempt capped at max, then jittered into [d/2, d).
-func (b backoff) delay(attempt int) time.Duration {
-	d := b.initial
-	for i := 0; i < attempt && d < b.max; i++ {
-		d *= 2
-	}
-	d = min(d, b.max)
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half)
-}
-
-// sleep blocks for d or until ctx ends, whichever is first, and reports
-// whether the full wait elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

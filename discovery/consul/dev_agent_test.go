@@ -146,7 +146,7 @@ func TestConsulDevRegisterDiscoverDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap := next(t, ch, "the registered instance", hasIDs("gpu-a-0"))
-	if !instanceEqual(in, snap.Instances[0]) {
+	if !in.Equal(snap.Instances[0]) {
 		t.Errorf("read back %+v, want %+v", snap.Instances[0], in)
 	}
 	if err := r.SetDraining(ctx, true); err != nil {

@@ -1,23 +1,20 @@
 package consul
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/blitzscale/router/discovery"
+	"github.com/blitzscale/router/discovery/internal/viewpump"
 	"github.com/hashicorp/consul/api"
 )
 
 // StaleAfterPeriods is how many of its own publish periods a load record
-// stays fresh after it was received (DESIGN.md: three).
-const StaleAfterPeriods = 3
+// stays fresh after it was received; the rule lives in discovery.PeerView.
+const StaleAfterPeriods = discovery.StaleAfterPeriods
 
 // LoadSourceConfig configures a LoadSource. Zero values mean the defaults.
 type LoadSourceConfig struct {
@@ -121,11 +118,11 @@ func (l *LoadSource) WatchLoad(ctx context.Context) <-chan discovery.PeerLoads {
 		})
 	perRecord := time.Duration(float64(time.Second) / l.cfg.RecordsPerSecond)
 	q.pace = func(pairs api.KVPairs) time.Duration { return time.Duration(len(pairs)) * perRecord }
-	r := &loadView{entries: map[string]loadEntry{}, prefix: prefix, self: l.cfg.SidecarID, now: l.cfg.Now, log: l.cfg.Logger, stats: &l.stats}
+	r := newLoadView(prefix, l.cfg.SidecarID, l.cfg.Now, l.cfg.Logger, &l.stats)
 	tick, stop := l.cfg.NewTicker(l.cfg.CheckInterval)
 	go func() {
 		defer stop()
-		pump(ctx, q, reducer[api.KVPairs, discovery.PeerLoads](r), tick, out)
+		viewpump.Run(ctx, q.run, viewpump.Reducer[api.KVPairs, discovery.PeerLoads](r), tick, out)
 	}()
 	return out
 }
@@ -140,127 +137,39 @@ func (l *LoadSource) Queries() int64 { return l.stats.queries.Load() }
 // StaleResponses counts answers dropped for a LastContact over MaxStale.
 func (l *LoadSource) StaleResponses() int64 { return l.stats.stale.Load() }
 
-// loadEntry is one peer's record with the time this sidecar received it.
-// Receive time, not a timestamp in the record, ages it: clocks of different
-// hosts need not agree.
-type loadEntry struct {
-	modifyIndex uint64
-	report      discovery.LoadReport
-	received    time.Time
-	valid       bool
-	fresh       bool // as of the last view built; expire compares against it
-}
-
-// isFresh applies the contract: a record counts for StaleAfterPeriods of
-// its own periods after it was received.
-func (e loadEntry) isFresh(now time.Time) bool {
-	return e.valid && now.Sub(e.received) <= StaleAfterPeriods*e.report.Period()
-}
-
-// loadView is the LoadSource's reducer. Every answer is the whole prefix.
+// loadView is the LoadSource's viewpump.Reducer: it feeds every answer, which is
+// the whole prefix, to a discovery.PeerView as a full listing.
 type loadView struct {
-	entries map[string]loadEntry
-	prefix  string
-	self    string
-	now     func() time.Time
-	log     *slog.Logger
-	stats   *queryStats
+	peers  *discovery.PeerView
+	prefix string
+	now    func() time.Time
+	log    *slog.Logger
+	stats  *queryStats
 }
 
-func (v *loadView) apply(pairs api.KVPairs) bool {
+func newLoadView(prefix, self string, now func() time.Time, log *slog.Logger, stats *queryStats) *loadView {
+	return &loadView{peers: discovery.NewPeerView(self), prefix: prefix, now: now, log: log, stats: stats}
+}
+
+func (v *loadView) Apply(pairs api.KVPairs) bool {
 	now := v.now()
-	old := v.entries
-	v.entries = make(map[string]loadEntry, len(pairs))
+	v.peers.BeginSync()
 	changed := false
 	for _, p := range pairs {
 		name, ok := strings.CutPrefix(p.Key, v.prefix)
-		if !ok || name == "" || strings.Contains(name, "/") || name == v.self {
-			continue // not a record of a peer (a folder, a nested key, ours)
+		if !ok || name == "" || strings.Contains(name, "/") {
+			continue // not a record of a peer (a folder, a nested key)
 		}
-		prev, had := old[name]
-		// An unchanged record keeps its receive time, or every answer would
-		// make a silent peer look fresh again.
-		if had && prev.modifyIndex == p.ModifyIndex {
-			v.entries[name] = prev
-			continue
-		}
-		r, err := DecodeLoadReport(name, p.Value)
+		c, err := v.peers.Put(name, p.ModifyIndex, p.Value, now)
 		if err != nil {
 			v.stats.invalid.Add(1)
 			v.log.Warn("consul: skipping invalid load record", "key", p.Key, "modify_index", p.ModifyIndex, "error", err)
 		}
-		v.entries[name] = loadEntry{modifyIndex: p.ModifyIndex, report: r, received: now, valid: err == nil}
-		changed = changed || err == nil || (had && prev.fresh)
+		changed = changed || c
 	}
-	for name, e := range old {
-		if _, ok := v.entries[name]; !ok && e.fresh {
-			changed = true
-		}
-	}
-	return changed
+	return v.peers.EndSync() || changed
 }
 
-func (v *loadView) expire() bool {
-	now := v.now()
-	for _, e := range v.entries {
-		if e.isFresh(now) != e.fresh {
-			return true
-		}
-	}
-	return false
-}
+func (v *loadView) Expire() bool { return v.peers.Expire(v.now()) }
 
-func (v *loadView) view() (discovery.PeerLoads, bool) {
-	now := v.now()
-	out := make(discovery.PeerLoads, 0, len(v.entries))
-	for name, e := range v.entries {
-		e.fresh = e.isFresh(now)
-		v.entries[name] = e
-		if e.fresh {
-			out = append(out, e.report)
-		}
-	}
-	slices.SortFunc(out, func(a, b discovery.LoadReport) int { return strings.Compare(a.SidecarID, b.SidecarID) })
-	return out, true
-}
-
-// DecodeLoadReport parses the load record stored under load/<sidecarID>.
-// Unknown fields are ignored (newer publishers may add some). The record
-// must name the same sidecar as its key and state a positive period, or
-// readers could not age it.
-func DecodeLoadReport(sidecarID string, value []byte) (discovery.LoadReport, error) {
-	var r discovery.LoadReport
-	dec := json.NewDecoder(bytes.NewReader(value))
-	if err := dec.Decode(&r); err != nil {
-		return discovery.LoadReport{}, fmt.Errorf("%w: load record: %v", ErrInvalidValue, err)
-	}
-	// More() would miss a stray "}" or "]"; only EOF means nothing follows.
-	if _, err := dec.Token(); err != io.EOF {
-		return discovery.LoadReport{}, fmt.Errorf("%w: load record: trailing data after the JSON object", ErrInvalidValue)
-	}
-	if r.SidecarID != sidecarID {
-		return discovery.LoadReport{}, fmt.Errorf("%w: load record: sidecar_id %q differs from its key's last segment %q", ErrInvalidValue, r.SidecarID, sidecarID)
-	}
-	if err := validateLoadReport(r); err != nil {
-		return discovery.LoadReport{}, err
-	}
-	return r, nil
-}
-
-// validateLoadReport checks what readers rely on: a period to age the record
-// by, and instance ids with non-negative counters (a negative count would
-// lower every peer's view of an instance's global load).
-func validateLoadReport(r discovery.LoadReport) error {
-	if r.PeriodMillis <= 0 {
-		return fmt.Errorf("%w: load record %q: period_ms %d: must be positive", ErrInvalidValue, r.SidecarID, r.PeriodMillis)
-	}
-	for i, in := range r.Instances {
-		switch {
-		case in.ID == "":
-			return fmt.Errorf("%w: load record %q: instances[%d].id: required", ErrInvalidValue, r.SidecarID, i)
-		case in.InFlight < 0 || in.TokensInFlight < 0 || in.Queued.High < 0 || in.Queued.Normal < 0 || in.Queued.Low < 0:
-			return fmt.Errorf("%w: load record %q: instances[%d] (%q): counters must not be negative", ErrInvalidValue, r.SidecarID, i, in.ID)
-		}
-	}
-	return nil
-}
+func (v *loadView) View() (discovery.PeerLoads, bool) { return v.peers.View(v.now()), true }

@@ -3,7 +3,6 @@ package consul
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -196,33 +195,5 @@ func TestLoadSourcePacesByFleetSize(t *testing.T) {
 	limit := 2 + int(time.Since(start)/(100*time.Millisecond))
 	if got := int(l.Queries()); got > limit || got < 2 {
 		t.Errorf("%d queries in %v, want 2..%d", got, time.Since(start), limit)
-	}
-}
-
-func TestDecodeLoadReport(t *testing.T) {
-	tests := []struct {
-		name, id, value string
-		wantErr         bool
-	}{
-		{name: "valid", id: "s1", value: `{"sidecar_id":"s1","seq":3,"period_ms":2000,"instances":[{"id":"a","inflight":2}]}`},
-		{name: "unknown fields are ignored", id: "s1", value: `{"sidecar_id":"s1","period_ms":2000,"future":true}`},
-		{name: "id differs from key", id: "s2", value: `{"sidecar_id":"s1","period_ms":2000}`, wantErr: true},
-		{name: "no period", id: "s1", value: `{"sidecar_id":"s1"}`, wantErr: true},
-		{name: "negative in-flight", id: "s1", value: `{"sidecar_id":"s1","period_ms":1,"instances":[{"id":"a","inflight":-1}]}`, wantErr: true},
-		{name: "instance without id", id: "s1", value: `{"sidecar_id":"s1","period_ms":1,"instances":[{"inflight":1}]}`, wantErr: true},
-		{name: "trailing data", id: "s1", value: `{"sidecar_id":"s1","period_ms":1}}`, wantErr: true},
-		{name: "not JSON", id: "s1", value: `load`, wantErr: true},
-		{name: "empty", id: "s1", value: ``, wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := DecodeLoadReport(tt.id, []byte(tt.value))
-			if tt.wantErr != (err != nil) {
-				t.Fatalf("error = %v, want error %v", err, tt.wantErr)
-			}
-			if err != nil && !errors.Is(err, ErrInvalidValue) {
-				t.Errorf("error %v does not wrap ErrInvalidValue", err)
-			}
-		})
 	}
 }

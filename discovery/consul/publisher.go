@@ -2,7 +2,6 @@ package consul
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -107,18 +106,9 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 // is created and the record acquired again. After an error the record is
 // retried in the background until Close.
 func (p *Publisher) Publish(ctx context.Context, r discovery.LoadReport) error {
-	if r.SidecarID == "" {
-		r.SidecarID = p.id
-	}
-	if r.SidecarID != p.id {
-		return fmt.Errorf("%w: load record: sidecar_id %q: this publisher writes %q", ErrInvalidValue, r.SidecarID, p.id)
-	}
-	if err := validateLoadReport(r); err != nil {
-		return err
-	}
-	value, err := json.Marshal(r)
+	value, err := discovery.EncodeLoadReport(p.id, r)
 	if err != nil {
-		return fmt.Errorf("consul: encode load record: %w", err)
+		return fmt.Errorf("%w: %w", ErrInvalidValue, err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

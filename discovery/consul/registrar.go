@@ -278,7 +278,7 @@ func (r *Registrar) heartbeat(ctx context.Context, done chan<- struct{}) {
 		}
 		next := r.beat
 		if err != nil {
-			next = min(r.cfg.backoff().delay(failures), r.beat)
+			next = min(r.cfg.backoff().Delay(failures), r.beat)
 			failures++
 			r.log("consul: heartbeat failed; retrying", id, err)
 		} else {

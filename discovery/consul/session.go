@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blitzscale/router/discovery"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -32,7 +33,7 @@ type heldKey struct {
 	ttl        time.Duration
 	renewEvery time.Duration
 	timeout    time.Duration
-	backoff    backoff
+	backoff    discovery.Backoff
 	log        *slog.Logger
 
 	// opMu serialises put and release so that a release cannot interleave
@@ -188,7 +189,7 @@ func (k *heldKey) maintain(ctx context.Context, life *keyLife) {
 		}
 		switch {
 		case restoring && err != nil:
-			d := k.backoff.delay(failures)
+			d := k.backoff.Delay(failures)
 			failures++
 			k.log.Warn("consul: cannot restore held key; retrying", "key", k.key, "error", err, "retry_in", d)
 			timer.Reset(min(d, k.renewEvery))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/blitzscale/router/discovery"
+	"github.com/blitzscale/router/discovery/internal/viewpump"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -48,7 +49,7 @@ func (s *Source) Watch(ctx context.Context) <-chan discovery.Snapshot {
 			return health.Service(service, "", true, q)
 		})
 	r := &instanceView{log: s.cfg.Logger, stats: &s.stats, now: s.now}
-	go pump(ctx, q, reducer[[]*api.ServiceEntry, discovery.Snapshot](r), nil, out)
+	go viewpump.Run(ctx, q.run, viewpump.Reducer[[]*api.ServiceEntry, discovery.Snapshot](r), nil, out)
 	return out
 }
 
@@ -64,7 +65,7 @@ func (s *Source) Queries() int64 { return s.stats.queries.Load() }
 // had not heard from the leader for longer than MaxStale.
 func (s *Source) StaleResponses() int64 { return s.stats.stale.Load() }
 
-// instanceView is the Source's reducer: the last valid instance list.
+// instanceView is the Source's viewpump.Reducer: the last valid instance list.
 type instanceView struct {
 	instances []discovery.Instance
 	problems  map[string]string // entry key → error text, as last logged
@@ -74,7 +75,7 @@ type instanceView struct {
 	now       func() time.Time
 }
 
-func (v *instanceView) apply(entries []*api.ServiceEntry) bool {
+func (v *instanceView) Apply(entries []*api.ServiceEntry) bool {
 	instances, problems := instancesFromEntries(entries)
 	seen := make(map[string]string, len(problems))
 	for _, p := range problems {
@@ -87,14 +88,14 @@ func (v *instanceView) apply(entries []*api.ServiceEntry) bool {
 	}
 	v.problems = seen
 	v.syncedAt = v.now()
-	changed := !slices.EqualFunc(v.instances, instances, instanceEqual)
+	changed := !slices.EqualFunc(v.instances, instances, discovery.Instance.Equal)
 	v.instances = instances
 	return changed
 }
 
-func (v *instanceView) expire() bool { return false }
+func (v *instanceView) Expire() bool { return false }
 
-func (v *instanceView) view() (discovery.Snapshot, bool) {
+func (v *instanceView) View() (discovery.Snapshot, bool) {
 	snap, err := discovery.NewSnapshot(SourceName, v.instances, v.syncedAt)
 	if err != nil {
 		// Unreachable: every instance was validated and ids are unique.
@@ -103,17 +104,4 @@ func (v *instanceView) view() (discovery.Snapshot, bool) {
 		return discovery.Snapshot{}, false
 	}
 	return snap, true
-}
-
-func instanceEqual(a, b discovery.Instance) bool {
-	if a.ID != b.ID || a.Address != b.Address || a.Weight != b.Weight || a.Draining != b.Draining ||
-		!slices.Equal(a.Models, b.Models) || len(a.Meta) != len(b.Meta) {
-		return false
-	}
-	for k, va := range a.Meta {
-		if vb, ok := b.Meta[k]; !ok || va != vb {
-			return false
-		}
-	}
-	return true
 }

@@ -63,22 +63,22 @@ func BenchmarkConvergence(b *testing.B) {
 func BenchmarkLoadViewApply(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
-			v := &loadView{entries: map[string]loadEntry{}, self: "me", now: time.Now, log: quietLogger(), stats: &watchStats{}}
+			v := newLoadView("me", time.Now, quietLogger(), &watchStats{})
 			values := make([][]byte, n)
 			full := batch{full: true}
 			for i := range n {
 				values[i] = []byte(sampleRecord(fmt.Sprintf("side-%04d", i), 1))
 				full.events = append(full.events, kvEvent{name: fmt.Sprintf("side-%04d", i), value: values[i], modRev: int64(i + 1)})
 			}
-			v.apply(full)
-			v.view()
+			v.Apply(full)
+			v.View()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
 				name := fmt.Sprintf("side-%04d", i%n)
 				ev := kvEvent{name: name, value: values[i%n], modRev: int64(n + i + 1)}
-				if v.apply(batch{events: []kvEvent{ev}}) {
-					v.view()
+				if v.Apply(batch{events: []kvEvent{ev}}) {
+					v.View()
 				}
 			}
 		})

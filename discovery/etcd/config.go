@@ -1,13 +1,12 @@
 package etcd
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
 
+	"github.com/blitzscale/router/discovery"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -121,39 +120,6 @@ func (c Config) watcher(prefix string, stats *watchStats) *prefixWatcher {
 	}
 }
 
-func (c Config) backoff() backoff {
-	return backoff{initial: c.InitialBackoff, max: c.MaxBackoff}
-}
-
-// backoff computes capped, jittered exponential waits.
-type backoff struct {
-	initial, max time.Duration
-}
-
-// delay returns the wait before retry number attempt (0-based): initial ×
-// 2^attempt capped at max, then jittered into [d/2, d).
-func (b backoff) delay(attempt int) time.Duration {
-	d := b.initial
-	for i := 0; i < attempt && d < b.max; i++ {
-		d *= 2
-	}
-	d = min(d, b.max)
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half)
-}
-
-// wait blocks for d or until ctx ends, whichever is first, and reports
-// whether the full wait elapsed.
-func wait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+func (c Config) backoff() discovery.Backoff {
+	return discovery.Backoff{Initial: c.InitialBackoff, Max: c.MaxBackoff}
 }

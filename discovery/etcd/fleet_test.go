@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blitzscale/router/discovery"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -99,13 +100,13 @@ func measureFleet(t *testing.T, n int, period, dur time.Duration) {
 			defer wg.Done()
 			defer func() { _ = p.Close(context.Background()) }()
 			// Spread the fleet over the period, as jitter would.
-			if !wait(ctx, period*time.Duration(i)/time.Duration(n)) {
+			if !discovery.Sleep(ctx, period*time.Duration(i)/time.Duration(n)) {
 				return
 			}
 			tick := time.NewTicker(period)
 			defer tick.Stop()
 			for seq := uint64(1); ; seq++ {
-				r, _ := DecodeLoadReport(id, []byte(sampleRecord(id, seq)))
+				r, _ := discovery.DecodeLoadReport(id, []byte(sampleRecord(id, seq)))
 				t0 := time.Now()
 				if err := p.Publish(ctx, r); err != nil {
 					if ctx.Err() != nil {
@@ -125,10 +126,10 @@ func measureFleet(t *testing.T, n int, period, dur time.Duration) {
 		}()
 	}
 
-	wait(ctx, period) // warm-up: every publisher has granted its lease
+	discovery.Sleep(ctx, period) // warm-up: every publisher has granted its lease
 	events0, cpu0, start := stats.events.Load(), cpuTime(), time.Now()
 	measuring.Store(true)
-	wait(ctx, dur)
+	discovery.Sleep(ctx, dur)
 	measuring.Store(false)
 	elapsed := time.Since(start).Seconds()
 	events, cpu := stats.events.Load()-events0, cpuTime()-cpu0

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blitzscale/router/discovery"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -28,7 +29,7 @@ type leasedKey struct {
 	key     string
 	ttl     int64 // seconds
 	timeout time.Duration
-	backoff backoff
+	backoff discovery.Backoff
 	log     *slog.Logger
 
 	// opMu serialises put and release so that a release cannot interleave
@@ -181,9 +182,9 @@ func (k *leasedKey) maintain(s *leaseSession) {
 			if err == nil {
 				break
 			}
-			d := k.backoff.delay(failures)
+			d := k.backoff.Delay(failures)
 			k.log.Warn("etcd: cannot restore leased key; retrying", "key", k.key, "error", err, "retry_in", d)
-			if !wait(s.ctx, d) {
+			if !discovery.Sleep(s.ctx, d) {
 				return
 			}
 		}

@@ -1,21 +1,19 @@
 package etcd
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/blitzscale/router/discovery"
+	"github.com/blitzscale/router/discovery/internal/viewpump"
 )
 
 // StaleAfterPeriods is how many of its own publish periods a load record
-// stays fresh after it was received (DESIGN.md: three).
-const StaleAfterPeriods = 3
+// stays fresh after it was received; the rule lives in discovery.PeerView.
+const StaleAfterPeriods = discovery.StaleAfterPeriods
 
 // LoadSourceConfig configures a LoadSource. Zero values mean the defaults.
 type LoadSourceConfig struct {
@@ -99,11 +97,11 @@ func NewLoadSource(cfg LoadSourceConfig) (*LoadSource, error) {
 func (l *LoadSource) WatchLoad(ctx context.Context) <-chan discovery.PeerLoads {
 	out := make(chan discovery.PeerLoads)
 	w := l.cfg.watcher(l.cfg.loadPrefix(), &l.stats)
-	r := &loadView{entries: map[string]loadEntry{}, self: l.cfg.SidecarID, now: l.cfg.Now, log: l.cfg.Logger, stats: &l.stats}
+	r := newLoadView(l.cfg.SidecarID, l.cfg.Now, l.cfg.Logger, &l.stats)
 	tick, stop := l.cfg.NewTicker(l.cfg.CheckInterval)
 	go func() {
 		defer stop()
-		pump(ctx, w, reducer[discovery.PeerLoads](r), tick, out)
+		viewpump.Run(ctx, w.run, viewpump.Reducer[batch, discovery.PeerLoads](r), tick, out)
 	}()
 	return out
 }
@@ -119,136 +117,44 @@ func (l *LoadSource) Resyncs() int64 { return l.stats.resyncs.Load() }
 // fan-out cost the fleet budget (docs/fleet-budget.md) is about.
 func (l *LoadSource) Events() int64 { return l.stats.events.Load() }
 
-// loadEntry is one peer's record with the time this sidecar received it.
-// Receive time, not a timestamp in the record, ages it: clocks of different
-// hosts need not agree.
-type loadEntry struct {
-	modRev   int64
-	report   discovery.LoadReport
-	received time.Time
-	valid    bool
-	fresh    bool // as of the last view built; expire compares against it
-}
-
-// loadView is the LoadSource's reducer.
+// loadView is the LoadSource's viewpump.Reducer: it feeds batches to a
+// discovery.PeerView, a full re-read as a sync.
 type loadView struct {
-	entries map[string]loadEntry
-	self    string
-	now     func() time.Time
-	log     *slog.Logger
-	stats   *watchStats
+	peers *discovery.PeerView
+	now   func() time.Time
+	log   *slog.Logger
+	stats *watchStats
 }
 
-func (v *loadView) apply(b batch) bool {
+func newLoadView(self string, now func() time.Time, log *slog.Logger, stats *watchStats) *loadView {
+	return &loadView{peers: discovery.NewPeerView(self), now: now, log: log, stats: stats}
+}
+
+func (v *loadView) Apply(b batch) bool {
 	now := v.now()
-	old := v.entries
 	if b.full {
-		v.entries = make(map[string]loadEntry, len(b.events))
+		v.peers.BeginSync()
 	}
 	changed := false
 	for _, ev := range b.events {
-		if ev.name == v.self {
-			continue
-		}
-		prev, had := v.entries[ev.name]
-		if b.full {
-			prev, had = old[ev.name]
-		}
 		if ev.deleted {
-			delete(v.entries, ev.name)
-			changed = changed || (had && prev.fresh)
+			changed = v.peers.Delete(ev.name) || changed
 			continue
 		}
-		// A re-read returns unchanged records too; they keep their receive
-		// time, or a resync would make a silent peer look fresh again.
-		if had && prev.modRev == ev.modRev {
-			v.entries[ev.name] = prev
-			continue
-		}
-		r, err := DecodeLoadReport(ev.name, ev.value)
+		// Mod revisions are positive, so the conversion is exact.
+		c, err := v.peers.Put(ev.name, uint64(ev.modRev), ev.value, now)
 		if err != nil {
 			v.stats.invalid.Add(1)
 			v.log.Warn("etcd: skipping invalid load record", "key_name", ev.name, "mod_revision", ev.modRev, "error", err)
 		}
-		v.entries[ev.name] = loadEntry{modRev: ev.modRev, report: r, received: now, valid: err == nil}
-		changed = changed || err == nil || (had && prev.fresh)
+		changed = changed || c
 	}
 	if b.full {
-		for name, e := range old {
-			if _, ok := v.entries[name]; !ok && e.fresh {
-				changed = true
-			}
-		}
+		changed = v.peers.EndSync() || changed
 	}
 	return changed
 }
 
-// isFresh applies the contract: a record counts for StaleAfterPeriods of
-// its own periods after it was received.
-func (e loadEntry) isFresh(now time.Time) bool {
-	return e.valid && now.Sub(e.received) <= StaleAfterPeriods*e.report.Period()
-}
+func (v *loadView) Expire() bool { return v.peers.Expire(v.now()) }
 
-func (v *loadView) expire() bool {
-	now := v.now()
-	for _, e := range v.entries {
-		if e.isFresh(now) != e.fresh {
-			return true
-		}
-	}
-	return false
-}
-
-func (v *loadView) view() (discovery.PeerLoads, bool) {
-	now := v.now()
-	out := make(discovery.PeerLoads, 0, len(v.entries))
-	for name, e := range v.entries {
-		e.fresh = e.isFresh(now)
-		v.entries[name] = e
-		if e.fresh {
-			out = append(out, e.report)
-		}
-	}
-	slices.SortFunc(out, func(a, b discovery.LoadReport) int { return strings.Compare(a.SidecarID, b.SidecarID) })
-	return out, true
-}
-
-// DecodeLoadReport parses the load record stored under load/<sidecarID>.
-// Unknown fields are ignored (newer publishers may add some). The record
-// must name the same sidecar as its key and state a positive period, or
-// readers could not age it.
-func DecodeLoadReport(sidecarID string, value []byte) (discovery.LoadReport, error) {
-	var r discovery.LoadReport
-	dec := json.NewDecoder(bytes.NewReader(value))
-	if err := dec.Decode(&r); err != nil {
-		return discovery.LoadReport{}, fmt.Errorf("%w: load record: %v", ErrInvalidValue, err)
-	}
-	if dec.More() {
-		return discovery.LoadReport{}, fmt.Errorf("%w: load record: trailing data after the JSON object", ErrInvalidValue)
-	}
-	if r.SidecarID != sidecarID {
-		return discovery.LoadReport{}, fmt.Errorf("%w: load record: sidecar_id %q differs from its key's last segment %q", ErrInvalidValue, r.SidecarID, sidecarID)
-	}
-	if err := validateLoadReport(r); err != nil {
-		return discovery.LoadReport{}, err
-	}
-	return r, nil
-}
-
-// validateLoadReport checks what readers rely on: a period to age the record
-// by, and instance ids with non-negative counters (a negative count would
-// lower every peer's view of an instance's global load).
-func validateLoadReport(r discovery.LoadReport) error {
-	if r.PeriodMillis <= 0 {
-		return fmt.Errorf("%w: load record %q: period_ms %d: must be positive", ErrInvalidValue, r.SidecarID, r.PeriodMillis)
-	}
-	for i, in := range r.Instances {
-		switch {
-		case in.ID == "":
-			return fmt.Errorf("%w: load record %q: instances[%d].id: required", ErrInvalidValue, r.SidecarID, i)
-		case in.InFlight < 0 || in.TokensInFlight < 0 || in.Queued.High < 0 || in.Queued.Normal < 0 || in.Queued.Low < 0:
-			return fmt.Errorf("%w: load record %q: instances[%d] (%q): counters must not be negative", ErrInvalidValue, r.SidecarID, i, in.ID)
-		}
-	}
-	return nil
-}
+func (v *loadView) View() (discovery.PeerLoads, bool) { return v.peers.View(v.now()), true }

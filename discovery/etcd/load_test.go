@@ -3,8 +3,6 @@ package etcd
 import (
 	"context"
 	"errors"
-	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -185,7 +183,7 @@ func TestPublisherRewritesAfterExternalRevoke(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("record after re-grant: %v, %v", resp, err)
 	}
-	if got, err := DecodeLoadReport("side-a", resp.Kvs[0].Value); err != nil || got.Seq != 2 {
+	if got, err := discovery.DecodeLoadReport("side-a", resp.Kvs[0].Value); err != nil || got.Seq != 2 {
 		t.Fatalf("record = %+v, %v; want seq 2", got, err)
 	}
 }
@@ -223,79 +221,3 @@ func TestLoadSourceSkipsInvalidRecords(t *testing.T) {
 		t.Fatalf("InvalidValues = %d, want 2", got)
 	}
 }
-
-func TestDecodeLoadReport(t *testing.T) {
-	tests := []struct {
-		name, value string
-		wantErr     bool
-	}{
-		{"valid", `{"sidecar_id":"s","seq":3,"period_ms":2000,"instances":[{"id":"i","inflight":2}]}`, false},
-		{"unknown fields", `{"sidecar_id":"s","period_ms":2000,"new":true}`, false},
-		{"id mismatch", `{"sidecar_id":"t","period_ms":2000}`, true},
-		{"no period", `{"sidecar_id":"s"}`, true},
-		{"negative inflight", `{"sidecar_id":"s","period_ms":1,"instances":[{"id":"i","inflight":-1}]}`, true},
-		{"instance without id", `{"sidecar_id":"s","period_ms":1,"instances":[{"inflight":1}]}`, true},
-		{"trailing data", `{"sidecar_id":"s","period_ms":1} {}`, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := DecodeLoadReport("s", []byte(tt.value))
-			if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, ErrInvalidValue)) {
-				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
-			}
-		})
-	}
-}
-
-// The aging rule on its own, without etcd: receive time decides, and a
-// re-read of an unchanged record does not make it fresh again.
-func TestLoadViewAgesByReceiveTime(t *testing.T) {
-	clock := newFakeClock()
-	v := &loadView{entries: map[string]loadEntry{}, self: "me", now: clock.Now, log: quietLogger(), stats: &watchStats{}}
-	rec := func(id string, periodMs int) []byte {
-		return []byte(`{"sidecar_id":"` + id + `","period_ms":` + itoa(periodMs) + `}`)
-	}
-	v.apply(batch{full: true, events: []kvEvent{
-		{name: "fast", value: rec("fast", 100), modRev: 5},
-		{name: "slow", value: rec("slow", 1000), modRev: 6},
-		{name: "me", value: rec("me", 100), modRev: 7},
-	}})
-	names := func() []string {
-		p, _ := v.view()
-		var out []string
-		for _, r := range p {
-			out = append(out, r.SidecarID)
-		}
-		return out
-	}
-	if got := names(); !slices.Equal(got, []string{"fast", "slow"}) {
-		t.Fatalf("fresh view = %v, want [fast slow] (own record dropped)", got)
-	}
-	clock.mu.Lock()
-	clock.now = clock.now.Add(300 * time.Millisecond)
-	clock.mu.Unlock()
-	if got := names(); !slices.Equal(got, []string{"fast", "slow"}) {
-		t.Fatalf("at 3 periods = %v, want both", got)
-	}
-	clock.mu.Lock()
-	clock.now = clock.now.Add(time.Millisecond)
-	clock.mu.Unlock()
-	if got := names(); !slices.Equal(got, []string{"slow"}) {
-		t.Fatalf("after 3 periods of fast = %v, want [slow]", got)
-	}
-	// A resync returns fast unchanged (same revision): still stale.
-	v.apply(batch{full: true, events: []kvEvent{
-		{name: "fast", value: rec("fast", 100), modRev: 5},
-		{name: "slow", value: rec("slow", 1000), modRev: 6},
-	}})
-	if got := names(); !slices.Equal(got, []string{"slow"}) {
-		t.Fatalf("after resync = %v, want [slow]", got)
-	}
-	// A new revision is a new receive.
-	v.apply(batch{events: []kvEvent{{name: "fast", value: rec("fast", 100), modRev: 9}}})
-	if got := names(); !slices.Equal(got, []string{"fast", "slow"}) {
-		t.Fatalf("after new record = %v, want both", got)
-	}
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -83,18 +82,9 @@ func (p *Publisher) Publish(ctx context.Context, r discovery.LoadReport) error {
 	if closed {
 		return ErrClosed
 	}
-	if r.SidecarID == "" {
-		r.SidecarID = p.id
-	}
-	if r.SidecarID != p.id {
-		return fmt.Errorf("%w: load record: sidecar_id %q: this publisher writes %q", ErrInvalidValue, r.SidecarID, p.id)
-	}
-	if err := validateLoadReport(r); err != nil {
-		return err
-	}
-	value, err := json.Marshal(r)
+	value, err := discovery.EncodeLoadReport(p.id, r)
 	if err != nil {
-		return fmt.Errorf("etcd: encode load record: %w", err)
+		return fmt.Errorf("%w: %w", ErrInvalidValue, err)
 	}
 	return p.key.put(ctx, value)
 }

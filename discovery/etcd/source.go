@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/blitzscale/router/discovery"
+	"github.com/blitzscale/router/discovery/internal/viewpump"
 )
 
 // SourceName is the Snapshot.Source of snapshots from this package.
@@ -41,7 +41,7 @@ func (s *Source) Watch(ctx context.Context) <-chan discovery.Snapshot {
 	out := make(chan discovery.Snapshot)
 	w := s.cfg.watcher(s.cfg.instancesPrefix(), &s.stats)
 	r := &instanceView{entries: map[string]instanceEntry{}, log: s.cfg.Logger, stats: &s.stats, now: s.now}
-	go pump(ctx, w, reducer[discovery.Snapshot](r), nil, out)
+	go viewpump.Run(ctx, w.run, viewpump.Reducer[batch, discovery.Snapshot](r), nil, out)
 	return out
 }
 
@@ -64,7 +64,7 @@ type instanceEntry struct {
 	valid  bool
 }
 
-// instanceView is the Source's reducer: the registry's instances by key.
+// instanceView is the Source's viewpump.Reducer: the registry's instances by key.
 type instanceView struct {
 	entries  map[string]instanceEntry
 	syncedAt time.Time
@@ -73,7 +73,7 @@ type instanceView struct {
 	now      func() time.Time
 }
 
-func (v *instanceView) apply(b batch) bool {
+func (v *instanceView) Apply(b batch) bool {
 	old := v.entries
 	if b.full {
 		v.entries = make(map[string]instanceEntry, len(b.events))
@@ -100,7 +100,7 @@ func (v *instanceView) apply(b batch) bool {
 		}
 		e := instanceEntry{modRev: ev.modRev, in: in, valid: err == nil}
 		v.entries[ev.name] = e
-		changed = changed || had && (prev.valid != e.valid || (e.valid && !instanceEqual(prev.in, e.in))) || !had && e.valid
+		changed = changed || had && (prev.valid != e.valid || (e.valid && !prev.in.Equal(e.in))) || !had && e.valid
 	}
 	if b.full {
 		// A re-read also drops what vanished while we were not watching.
@@ -114,9 +114,9 @@ func (v *instanceView) apply(b batch) bool {
 	return changed
 }
 
-func (v *instanceView) expire() bool { return false }
+func (v *instanceView) Expire() bool { return false }
 
-func (v *instanceView) view() (discovery.Snapshot, bool) {
+func (v *instanceView) View() (discovery.Snapshot, bool) {
 	list := make([]discovery.Instance, 0, len(v.entries))
 	for _, e := range v.entries {
 		if e.valid {
@@ -131,19 +131,6 @@ func (v *instanceView) view() (discovery.Snapshot, bool) {
 		return discovery.Snapshot{}, false
 	}
 	return snap, true
-}
-
-func instanceEqual(a, b discovery.Instance) bool {
-	if a.ID != b.ID || a.Address != b.Address || a.Weight != b.Weight || a.Draining != b.Draining ||
-		!slices.Equal(a.Models, b.Models) || len(a.Meta) != len(b.Meta) {
-		return false
-	}
-	for k, va := range a.Meta {
-		if vb, ok := b.Meta[k]; !ok || va != vb {
-			return false
-		}
-	}
-	return true
 }
 
 // decodeInstanceValue turns the value stored under instances/<name> into an

@@ -329,14 +329,3 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
-
-func TestBackoffIsCappedAndJittered(t *testing.T) {
-	b := backoff{initial: 100 * time.Millisecond, max: 5 * time.Second}
-	for attempt := range 20 {
-		d := b.delay(attempt)
-		want := min(100*time.Millisecond<<min(attempt, 10), 5*time.Second)
-		if d < want/2 || d >= want {
-			t.Fatalf("delay(%d) = %v, want in [%v, %v)", attempt, d, want/2, want)
-		}
-	}
-}

@@ -8,13 +8,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blitzscale/router/discovery"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // This file holds the one list-then-watch loop that both the instance
-// Source and the LoadSource use, and the pump that turns its batches into a
-// stream of whole views.
+// Source and the LoadSource use. viewpump turns its batches into a stream
+// of whole views, as it does for Consul's blocking query.
 
 // kvEvent is one change of one key. name is the key with the watched prefix
 // cut off: the instance id or the sidecar id.
@@ -55,7 +56,7 @@ var (
 type prefixWatcher struct {
 	client   *clientv3.Client
 	prefix   string
-	backoff  backoff
+	backoff  discovery.Backoff
 	timeout  time.Duration
 	progress time.Duration // Config.WatchProgressInterval
 	log      *slog.Logger
@@ -88,11 +89,11 @@ func (w *prefixWatcher) run(ctx context.Context, out chan<- batch) {
 			failures = 1
 			continue
 		}
-		d := w.backoff.delay(failures)
+		d := w.backoff.Delay(failures)
 		failures++
 		w.log.Warn("etcd: registry error; keeping the last view and retrying",
 			"prefix", w.prefix, "error", err, "retry_in", d, "consecutive_failures", failures)
-		if !wait(ctx, d) {
+		if !discovery.Sleep(ctx, d) {
 			return
 		}
 	}
@@ -188,73 +189,6 @@ func (w *prefixWatcher) watch(ctx context.Context, from int64, out chan<- batch,
 		case out <- b:
 		case <-ctx.Done():
 			return ctx.Err()
-		}
-	}
-}
-
-// reducer folds batches into a view of type T. apply and expire report
-// whether the view may have changed, so that the view (O(n) to build) is
-// only built when it did.
-type reducer[T any] interface {
-	apply(b batch) (changed bool)
-	// expire re-evaluates time-dependent state without an event.
-	expire() (changed bool)
-	// view returns the current output; ok is false when there is none to
-	// send (the reducer logged why).
-	view() (v T, ok bool)
-}
-
-// pump runs w, folds its batches with r and sends whole views on out:
-// the first after the first full read, then one per change. tick, when not
-// nil, calls r.expire without an event (the load view ages).
-//
-// Sends coalesce: while the consumer is busy, newer views replace the
-// pending one, so a slow consumer never stalls the watch. out is closed
-// once ctx is done and the watcher goroutine has exited.
-func pump[T any](ctx context.Context, w *prefixWatcher, r reducer[T], tick <-chan time.Time, out chan<- T) {
-	batches := make(chan batch)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		w.run(ctx, batches)
-	}()
-	defer func() {
-		<-done
-		close(out)
-	}()
-	var (
-		pending       T
-		synced, dirty bool
-	)
-	update := func(changed bool) {
-		if synced && !changed {
-			return
-		}
-		if v, ok := r.view(); ok {
-			synced, dirty, pending = true, true, v
-		}
-	}
-	for {
-		var send chan<- T
-		if dirty {
-			send = out
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case b, ok := <-batches:
-			if !ok {
-				return
-			}
-			update(r.apply(b))
-		case <-tick:
-			if synced {
-				update(r.expire())
-			}
-		case send <- pending:
-			dirty = false
-			var zero T
-			pending = zero
 		}
 	}
 }
