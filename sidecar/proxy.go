@@ -46,6 +46,7 @@ var emptyUserAgent = []string{""}
 // the client.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
+	rt := s.rt.Load() // one configuration for the whole request, even across a reload
 	ex := s.exchanges.Get().(*exchange)
 	ex.acquire()
 	defer ex.release()
@@ -72,7 +73,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	req.Model = model
 	req.Priority = prio
 
-	if ok, wait := s.rt.Load().admission.Admit(prio, start); !ok {
+	if ok, wait := rt.admission.Admit(prio, start); !ok {
 		s.metrics.shed(prio, "rate_limit")
 		s.reject(w, apiError{status: http.StatusTooManyRequests, message: "rate limit for priority " + prio.String() + " exceeded; retry later", typ: typeRateLimit, code: codeRateLimit, retryAfter: wait}, "", prio, start)
 		return
@@ -85,7 +86,6 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	removeHopHeaders(r.Header)
-	rt := s.rt.Load()
 	switch {
 	case rt.upstreamAuth != nil:
 		r.Header["Authorization"] = rt.upstreamAuth
