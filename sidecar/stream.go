@@ -90,11 +90,17 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		if cut > 0 {
 			if sse {
 				now := s.now()
+				k := bytes.Count(buf[:cut], eventEnd)
 				if first {
 					ep.Load.ObserveTTFT(now.Sub(sent))
 					s.metrics.ttft(ex.req.ModelName, now.Sub(sent))
 					first = false
-				} else if k := bytes.Count(buf[:cut], eventEnd); k > 0 {
+					// Events that arrived with the first one reach the
+					// client at the same instant: their gaps are zero.
+					if k > 1 {
+						s.metrics.itl(ex.req.ModelName, 0, k-1)
+					}
+				} else if k > 0 {
 					s.metrics.itl(ex.req.ModelName, now.Sub(lastEvent)/time.Duration(k), k)
 				}
 				lastEvent = now
