@@ -42,6 +42,10 @@ type Config struct {
 	// the client is retried. Prefill of a long prompt is slow, so the
 	// default is generous: 120s.
 	FirstByteTimeout time.Duration
+	// ModelFirstByteTimeout overrides FirstByteTimeout per model (by the
+	// name the request uses), for models whose prefill is much slower or
+	// faster than the rest.
+	ModelFirstByteTimeout map[string]time.Duration
 	// ShutdownTimeout is how long open streams may finish after SIGTERM.
 	// Default 30s.
 	ShutdownTimeout time.Duration
@@ -126,6 +130,14 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// firstByteTimeout is the first-byte timeout for requests to model.
+func (c *Config) firstByteTimeout(model string) time.Duration {
+	if d, ok := c.ModelFirstByteTimeout[model]; ok {
+		return d
+	}
+	return c.FirstByteTimeout
+}
+
 func setDefault[T comparable](v *T, def T) {
 	var zero T
 	if *v == zero {
@@ -159,6 +171,11 @@ func (c Config) Validate() error {
 	} {
 		if d.v < 0 {
 			return bad(d.name, d.v, "must be >= 0 (0 means the default)")
+		}
+	}
+	for model, d := range c.ModelFirstByteTimeout {
+		if model == "" || d <= 0 {
+			return bad("model-first-byte-timeout", model+"="+d.String(), "want MODEL=DURATION with a duration > 0")
 		}
 	}
 	switch {

@@ -100,6 +100,15 @@ func TestErrorTable(t *testing.T) {
 			},
 			body: chat, status: 504, typ: "server_error", code: "upstream_timeout",
 		},
+		{
+			name: "instance slower than its model's own first-byte timeout",
+			setup: func(t *testing.T) *sidecar {
+				sim, srv := startSim(t, simConfig("hang", "m1"))
+				sim.SetFaults(llmsim.Faults{Hang: true})
+				return newSidecar(t, Config{ModelFirstByteTimeout: map[string]time.Duration{"m1": 100 * time.Millisecond}}, instance("hang", srv, "m1"))
+			},
+			body: chat, status: 504, typ: "server_error", code: "upstream_timeout",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -61,7 +61,7 @@ func newSidecar(t *testing.T, cfg Config, instances ...discovery.Instance) *side
 func trackUpstreams(s *Server) func() {
 	var mu sync.Mutex
 	var conns []net.Conn
-	dial := s.rt.Load().transport.DialContext
+	dial := (&net.Dialer{}).DialContext
 	s.rt.Load().transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err == nil {

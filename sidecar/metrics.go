@@ -128,10 +128,16 @@ func (m *metrics) ttft(model string, d time.Duration) {
 	m.ttftHist.WithLabelValues(model).Observe(d.Seconds())
 }
 
-func (m *metrics) itl(model string, gap time.Duration, events int) {
-	h := m.itlHist.WithLabelValues(model)
-	for range events {
-		h.Observe(gap.Seconds())
+// itlObserver is the inter-token histogram of model; a stream looks it up
+// once and observes every gap into it.
+func (m *metrics) itlObserver(model string) prometheus.Observer {
+	return m.itlHist.WithLabelValues(model)
+}
+
+// observeN records n gaps of the same length.
+func observeN(o prometheus.Observer, gap time.Duration, n int) {
+	for range n {
+		o.Observe(gap.Seconds())
 	}
 }
 

@@ -41,6 +41,9 @@ func init() {
 
 var emptyUserAgent = []string{""}
 
+// maxUpstreamAttempts mirrors the router's bound (first try + retries).
+const maxUpstreamAttempts = maxRetriesLimit + 1
+
 // proxy serves every POST /v1/...: read the body once, find the model, admit,
 // pick, forward, and retry on another instance while nothing has reached
 // the client.
@@ -184,18 +187,19 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 // reused (its context carries the client's cancellation); only the URL, host
 // and body change.
 func (s *Server) roundTrip(ex *exchange, r *http.Request, ep *routing.Endpoint) (*http.Response, error) {
-	body, ctx := ex.upstreamBody(r.Context())
-	out := r.WithContext(ctx)
-	u := *r.URL
-	u.Scheme, u.Host = "http", ep.Instance.Address
-	out.URL = &u
+	out := &ex.out
+	*out = *r
+	ex.outURL = *r.URL
+	ex.outURL.Scheme, ex.outURL.Host = "http", ep.Instance.Address
+	out.URL = &ex.outURL
 	out.Host = ep.Instance.Address
 	out.RequestURI = ""
-	out.Body = body
+	out.Body = ex.upstreamBody()
 	out.ContentLength = int64(len(ex.body))
-	out.GetBody = nil
+	out.GetBody = ex.getBody
 	out.Close = false
-	return s.rt.Load().transport.RoundTrip(out)
+	rt := s.rt.Load()
+	return rt.transport.RoundTripTimeout(out, rt.cfg.firstByteTimeout(ex.req.ModelName))
 }
 
 // readBody reads the request body once into the exchange's pooled buffer,

@@ -222,3 +222,22 @@ func TestConcurrentRequestsKeepTheirBodies(t *testing.T) {
 		}
 	}
 }
+
+// TestModelFirstByteTimeout: a model with its own first-byte timeout waits
+// for a slow prefill that the default timeout cuts short for other models.
+func TestModelFirstByteTimeout(t *testing.T) {
+	_, srv := startSim(t, llmsim.Config{ID: "e", Models: []string{"slow", "fast"}, TTFT: 400 * time.Millisecond, ITL: time.Millisecond})
+	sc := newSidecar(t, Config{FirstByteTimeout: 100 * time.Millisecond, ModelFirstByteTimeout: map[string]time.Duration{"slow": time.Minute}},
+		instance("e", srv, "slow", "fast"))
+	if resp, body := sc.post(t, "/v1/completions", `{"model":"slow","max_tokens":1,"prompt":"x"}`); resp.StatusCode != 200 {
+		t.Errorf("slow model under its own timeout: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := sc.post(t, "/v1/completions", `{"model":"fast","max_tokens":1,"prompt":"x"}`); resp.StatusCode != 504 {
+		t.Errorf("other model under the default timeout: %d %s, want 504", resp.StatusCode, body)
+	}
+	// A stream's first event is bounded the same way (its headers come at
+	// admission, before the prefill).
+	if resp, body := sc.post(t, "/v1/completions", `{"model":"slow","max_tokens":1,"stream":true,"prompt":"x"}`); resp.StatusCode != 200 || !strings.Contains(string(body), "[DONE]") {
+		t.Errorf("slow model stream: %d %s", resp.StatusCode, body)
+	}
+}

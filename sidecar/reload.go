@@ -2,10 +2,10 @@ package sidecar
 
 import (
 	"fmt"
-	"net/http"
 	"reflect"
 
 	"github.com/blitzscale/router/routing"
+	"github.com/blitzscale/router/sidecar/internal/upstream"
 )
 
 // runtime is everything a reload may replace, swapped whole so that a
@@ -14,7 +14,7 @@ type runtime struct {
 	cfg       Config
 	admission *routing.Admission
 	retries   *retryBudget
-	transport *http.Transport
+	transport *upstream.Client
 	// upstreamAuth is the ready-made Authorization value for instances.
 	upstreamAuth []string
 }
@@ -77,7 +77,7 @@ func (s *Server) Reload(cfg Config) error {
 	s.rt.Store(rt)
 	if rt.transport != old.transport {
 		// Streams on the old pool finish; its idle connections go now.
-		old.transport.CloseIdleConnections()
+		old.transport.Close()
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/blitzscale/router/breaker"
 	"github.com/blitzscale/router/discovery"
 	"github.com/blitzscale/router/routing"
+	"github.com/blitzscale/router/sidecar/internal/upstream"
 )
 
 // Server is one sidecar: the router, its HTTP API and the upstream
@@ -74,21 +75,19 @@ func New(cfg Config) (*Server, error) {
 }
 
 // newTransport tunes the upstream pool for many concurrent long streams to
-// a handful of local instances.
-func newTransport(cfg Config) *http.Transport {
-	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 nil, // instances are reached directly, never through HTTP_PROXY
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          0, // bounded per host instead
+// a handful of local instances. Instances are reached directly, never
+// through HTTP_PROXY, and bodies pass through as the engine sent them (no
+// transparent compression: the client asked for its own Accept-Encoding).
+func newTransport(cfg Config) *upstream.Client {
+	return &upstream.Client{
+		DialTimeout:           cfg.ConnectTimeout,
+		ResponseHeaderTimeout: cfg.FirstByteTimeout,
 		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: cfg.FirstByteTimeout,
-		ExpectContinueTimeout: 0,
-		// Bodies pass through as the engine sent them; the client asked for
-		// its own Accept-Encoding.
-		DisableCompression: true,
-		ForceAttemptHTTP2:  false,
+		// Held for a connection's life, so small: it holds the status line,
+		// header lines and chunk-size lines (long header lines are read in
+		// parts); body bytes go straight into the 4 KB copy buffer.
+		ReadBufferSize: 1 << 10,
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/blitzscale/router/routing"
 )
 
@@ -52,7 +54,7 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		if sse {
 			// Until its first byte, a stream is bounded by the first-byte
 			// timeout: its headers came at admission, before the prefill.
-			wait = max(s.conf().FirstByteTimeout-s.now().Sub(sent), time.Millisecond)
+			wait = max(s.conf().firstByteTimeout(ex.req.ModelName)-s.now().Sub(sent), time.Millisecond)
 		}
 		idle = time.AfterFunc(wait, func() {
 			idled.Store(true)
@@ -61,6 +63,7 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		defer idle.Stop()
 	}
 	buf := ex.copyBuf
+	var itl prometheus.Observer
 	pending := 0
 	first := true
 	lastEvent := sent
@@ -98,10 +101,13 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 					// Events that arrived with the first one reach the
 					// client at the same instant: their gaps are zero.
 					if k > 1 {
-						s.metrics.itl(ex.req.ModelName, 0, k-1)
+						observeN(s.metrics.itlObserver(ex.req.ModelName), 0, k-1)
 					}
 				} else if k > 0 {
-					s.metrics.itl(ex.req.ModelName, now.Sub(lastEvent)/time.Duration(k), k)
+					if itl == nil {
+						itl = s.metrics.itlObserver(ex.req.ModelName) // once per stream, not per event
+					}
+					observeN(itl, now.Sub(lastEvent)/time.Duration(k), k)
 				}
 				lastEvent = now
 			}

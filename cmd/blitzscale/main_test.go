@@ -65,6 +65,8 @@ func TestExitCodes(t *testing.T) {
 		{"version", []string{"version"}, 0, ""},
 		{"help", []string{"sidecar", "-h"}, 0, "-policy"},
 		{"bad policy", []string{"sidecar", "--registry", "static", "--static-file", good, "--policy", "fastest"}, 2, "policy"},
+		{"bad model first-byte timeout", []string{"sidecar", "--registry", "static", "--static-file", good, "--model-first-byte-timeout", "llama=soon"}, 2, "model-first-byte-timeout"},
+		{"model first-byte timeout without model", []string{"sidecar", "--registry", "static", "--static-file", good, "--model-first-byte-timeout", "=5s"}, 2, "model-first-byte-timeout"},
 		{"no static file", []string{"sidecar", "--registry", "static"}, 2, "static-file"},
 		{"consul bad address", []string{"sidecar", "--registry", "consul", "--consul-addr", "http://[::1"}, 2, "consul-addr"},
 		{"register consul bad meta key", []string{"register", "--registry", "consul", "--id", "a", "--address", "127.0.0.1:9", "--model", "m", "--meta", "bad key=1"}, 2, "meta"},

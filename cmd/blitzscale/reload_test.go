@@ -19,6 +19,11 @@ func TestCheckConfig(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "configuration OK") {
 		t.Errorf("valid: exit %d, out %q, err %q", code, out, stderr)
 	}
+	cfg := writeFile(t, "c.yaml", "model-first-byte-timeout: [llama-70b=300s, tiny=5s]\n")
+	code, out, stderr = runCmd(t, "sidecar", "--registry", "static", "--static-file", good, "--check-config", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "configuration OK") {
+		t.Errorf("per-model first-byte timeouts from the file: exit %d, out %q, err %q", code, out, stderr)
+	}
 	code, _, stderr = runCmd(t, "sidecar", "--registry", "static", "--static-file", good, "--check-config", "--queue-max", "-4")
 	if code != 2 || !strings.Contains(stderr, "queue-max") {
 		t.Errorf("invalid: exit %d, err %q", code, stderr)

@@ -46,6 +46,7 @@ type sidecarFlags struct {
 	config, listen                 string
 	logLevel, logFormat            string
 	authTokenFile, upstreamKeyFile string
+	modelFirstByteTimeout          stringList // MODEL=DURATION
 	cfg                            sidecar.Config
 	load                           sidecar.LoadConfig
 }
@@ -61,6 +62,7 @@ func (f *sidecarFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.Int64Var(&f.cfg.MaxBodyBytes, "max-body-bytes", sidecar.DefaultMaxBodyBytes, "largest request body accepted (413 above)")
 	fs.DurationVar(&f.cfg.ConnectTimeout, "connect-timeout", sidecar.DefaultConnectTimeout, "timeout to connect to an instance")
 	fs.DurationVar(&f.cfg.FirstByteTimeout, "first-byte-timeout", sidecar.DefaultFirstByteTimeout, "timeout for an instance's response headers (prefill can be slow)")
+	fs.Var(&f.modelFirstByteTimeout, "model-first-byte-timeout", "MODEL=DURATION: --first-byte-timeout for one model (repeatable)")
 	fs.DurationVar(&f.cfg.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "how long open streams may finish after SIGTERM")
 	fs.DurationVar(&f.cfg.ReadHeaderTimeout, "read-header-timeout", sidecar.DefaultReadHeaderTimeout, "how long a client may take to send its headers")
 	fs.IntVar(&f.cfg.MaxHeaderCount, "max-header-count", 100, "most request header fields accepted (431 above)")
@@ -124,11 +126,32 @@ func (f *sidecarFlags) validate() error {
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return usageErr("log-format: %q: want text or json", f.logFormat)
 	}
+	if err := f.parseModelTimeouts(); err != nil {
+		return err
+	}
 	if err := f.cfg.Validate(); err != nil {
 		return usageErr("%v", err)
 	}
 	if err := f.load.Validate(); err != nil {
 		return usageErr("%v", err)
+	}
+	return nil
+}
+
+// parseModelTimeouts turns --model-first-byte-timeout's MODEL=DURATION
+// entries into the config's map.
+func (f *sidecarFlags) parseModelTimeouts() error {
+	f.cfg.ModelFirstByteTimeout = nil
+	for _, e := range f.modelFirstByteTimeout {
+		model, v, ok := strings.Cut(e, "=")
+		d, err := time.ParseDuration(v)
+		if !ok || model == "" || err != nil || d <= 0 {
+			return usageErr("model-first-byte-timeout: %q: want MODEL=DURATION with a duration > 0, e.g. llama-3.1-70b=300s", e)
+		}
+		if f.cfg.ModelFirstByteTimeout == nil {
+			f.cfg.ModelFirstByteTimeout = map[string]time.Duration{}
+		}
+		f.cfg.ModelFirstByteTimeout[model] = d
 	}
 	return nil
 }
