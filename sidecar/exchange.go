@@ -11,11 +11,16 @@ import (
 )
 
 const (
-	// copyBufSize is the response copy buffer, held for a stream's whole
-	// life: larger than the SSE events of token streams (a few hundred
-	// bytes), small enough to keep memory per open stream low. A larger
-	// event passes through in parts.
-	copyBufSize = 4 << 10
+	// eventBufSize is an SSE stream's first copy buffer, held for the
+	// stream's whole life: token events are a few hundred bytes, and
+	// memory per open stream is what a host with thousands of streams
+	// pays. An event that does not fit doubles it, up to maxEventBufSize;
+	// a larger event passes through in parts.
+	eventBufSize    = 1 << 10
+	maxEventBufSize = 64 << 10
+	// bodyBufSize is the copy buffer of other responses, which are short
+	// lived: borrowed from bodyBufs for the copy only.
+	bodyBufSize = 16 << 10
 	// maxPooledBody: bodies above this are not kept in the pool, so one huge
 	// request does not pin memory for good.
 	maxPooledBody = 1 << 20
@@ -43,7 +48,7 @@ type exchange struct {
 }
 
 func newExchange(pool *sync.Pool) *exchange {
-	ex := &exchange{pool: pool, copyBuf: make([]byte, copyBufSize)}
+	ex := &exchange{pool: pool, copyBuf: make([]byte, eventBufSize)}
 	ex.upBody = io.NopCloser(&ex.reader)
 	ex.getBody = func() (io.ReadCloser, error) { return ex.upstreamBody(), nil }
 	return ex
@@ -61,12 +66,18 @@ func (ex *exchange) release() {
 	if cap(ex.body) > maxPooledBody {
 		ex.body = nil
 	}
+	if len(ex.copyBuf) > eventBufSize {
+		ex.copyBuf = make([]byte, eventBufSize) // grown for one stream's large events
+	}
 	ex.fields = bodyFields{}
 	ex.reader.Reset(nil)
 	ex.out = http.Request{}
 	ex.outURL = url.URL{}
 	ex.pool.Put(ex)
 }
+
+// bodyBufs holds the copy buffers of non-streaming responses.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, bodyBufSize); return &b }}
 
 // upstreamBody returns the request body rewound for one attempt.
 func (ex *exchange) upstreamBody() io.ReadCloser {

@@ -63,6 +63,11 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		defer idle.Stop()
 	}
 	buf := ex.copyBuf
+	if !sse {
+		bp := bodyBufs.Get().(*[]byte)
+		defer bodyBufs.Put(bp)
+		buf = *bp
+	}
 	var itl prometheus.Observer
 	pending := 0
 	first := true
@@ -78,9 +83,16 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 		}
 		cut := pending
 		if sse && rerr == nil {
-			// Hold a partial event until its end arrives, unless the buffer
-			// is full (an oversized event is then passed through in parts).
+			// Hold a partial event until its end arrives, growing the
+			// buffer for a large one; an event beyond the largest buffer
+			// passes through in parts.
 			if cut = lastEventEnd(buf[:pending]); cut == 0 && pending < len(buf) {
+				continue
+			}
+			if cut == 0 && len(buf) < maxEventBufSize {
+				buf = append(buf[:pending], make([]byte, len(buf))...)
+				buf = buf[:cap(buf)]
+				ex.copyBuf = buf
 				continue
 			}
 			if cut == 0 {

@@ -407,3 +407,28 @@ func TestRoutingChangeKeepsOpenStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestLargeEventsPassIntact: events larger than a stream's first copy
+// buffer (a tool call, logprobs) reach the client whole and unaltered while
+// the engine holds the stream open, and so do events larger than the
+// largest buffer, which pass through in parts.
+func TestLargeEventsPassIntact(t *testing.T) {
+	for _, size := range []int{eventBufSize - 10, 3 * eventBufSize, maxEventBufSize + 5000} {
+		event := "data: {\"x\":\"" + strings.Repeat("a", size) + "\"}\n\n"
+		g := newGate(t)
+		srv := startBackend(t, heldStream("text/event-stream", event, "data: [DONE]\n\n", g))
+		sc := newSidecar(t, Config{}, instance("big", srv, "m1"))
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		resp := sc.openStream(t, ctx, `{"model":"m1","stream":true}`)
+		got := make([]byte, len(event))
+		if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != event {
+			t.Fatalf("event of %d bytes: got %d bytes (err %v) before the engine went on; want it whole", size, len(got), err)
+		}
+		g.open()
+		rest, err := io.ReadAll(resp.Body)
+		if err != nil || string(rest) != "data: [DONE]\n\n" {
+			t.Errorf("event of %d bytes: rest %q, %v", size, rest, err)
+		}
+		cancel()
+	}
+}
