@@ -144,7 +144,18 @@ func (c *Client) exchange(ctx context.Context, cn *conn, reused bool, req *http.
 		}
 		return nil, err
 	}
+	// A body larger than the socket buffers blocks the write until the
+	// server reads it; one that never does meets the same bound as its
+	// answer would. Small bodies fit in the kernel's buffers and need no
+	// timer.
+	bounded := headerTimeout > 0 && (req.ContentLength > largeBody || req.ContentLength < 0)
+	if bounded {
+		w.setWriteDeadline(time.Now().Add(headerTimeout))
+	}
 	err := c.write(cn.nc, req)
+	if bounded && err == nil {
+		w.setWriteDeadline(time.Time{})
+	}
 	if err != nil {
 		if reused && isConnGone(err) {
 			err = errors.Join(errIdleClosed, err)
@@ -254,6 +265,15 @@ func (w *watch) setReadDeadline(t time.Time) {
 	w.mu.Unlock()
 }
 
+// setWriteDeadline is setReadDeadline for writes.
+func (w *watch) setWriteDeadline(t time.Time) {
+	w.mu.Lock()
+	if !w.canceled {
+		_ = w.nc.SetWriteDeadline(t)
+	}
+	w.mu.Unlock()
+}
+
 // release detaches the context; it reports whether the connection is still
 // clean (not canceled).
 func (w *watch) release() bool {
@@ -268,6 +288,10 @@ func (w *watch) release() bool {
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
+
+// largeBody is the request body size above which a write is given a
+// deadline (loopback socket buffers hold a few hundred KB).
+const largeBody = 64 << 10
 
 // body is a response body that hands its connection back to the pool when
 // it has been read to its end, and closes it when abandoned earlier. Close

@@ -296,6 +296,26 @@ func TestRoundTripResponseHeaderTimeout(t *testing.T) {
 	}
 }
 
+// TestLargeBodyWriteBoundedByHeaderTimeout: a server that accepts a
+// connection and never reads cannot hold a large request's write forever:
+// the first-byte timeout bounds it too.
+func TestLargeBodyWriteBoundedByHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := newRawServer(t, func(nc net.Conn) { <-release }) // reads nothing
+	t.Cleanup(func() { close(release) })
+	c := newClient(t, &Client{ResponseHeaderTimeout: 100 * time.Millisecond})
+	body := strings.Repeat("x", 64<<20) // far beyond loopback socket buffers
+	req := newRequest(t, http.MethodPost, srv.url(), strings.NewReader(body))
+	resp, err := promptly(t, func() (*http.Response, error) { return c.RoundTrip(req) })
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("RoundTrip succeeded against a server that reads nothing")
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("err = %v, want os.ErrDeadlineExceeded", err)
+	}
+}
+
 // RoundTripTimeout with 0 waits without bound even when the client has a
 // header timeout: a model known to be slow to first token gets its own.
 func TestRoundTripTimeoutZeroOverridesField(t *testing.T) {
