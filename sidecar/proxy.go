@@ -183,9 +183,10 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// roundTrip sends one attempt of the request to ep. The inbound request is
-// reused (its context carries the client's cancellation); only the URL, host
-// and body change.
+// roundTrip sends one attempt of the request to ep: a copy of the inbound
+// request in the exchange's pooled upstream request (its context carries the
+// client's cancellation) with the URL, host and body changed, bounded by its
+// model's first-byte timeout.
 func (s *Server) roundTrip(ex *exchange, r *http.Request, ep *routing.Endpoint) (*http.Response, error) {
 	out := &ex.out
 	*out = *r
