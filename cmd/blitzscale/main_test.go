@@ -69,6 +69,7 @@ func TestExitCodes(t *testing.T) {
 		{"model first-byte timeout without model", []string{"sidecar", "--registry", "static", "--static-file", good, "--model-first-byte-timeout", "=5s"}, 2, "model-first-byte-timeout"},
 		{"no static file", []string{"sidecar", "--registry", "static"}, 2, "static-file"},
 		{"consul bad address", []string{"sidecar", "--registry", "consul", "--consul-addr", "http://[::1"}, 2, "consul-addr"},
+		{"consul token file missing", []string{"sidecar", "--registry", "consul", "--consul-token-file", "/nonexistent/token"}, 2, "consul-token-file"},
 		{"register consul bad meta key", []string{"register", "--registry", "consul", "--id", "a", "--address", "127.0.0.1:9", "--model", "m", "--meta", "bad key=1"}, 2, "meta"},
 		{"embedded on a public address", []string{"sidecar", "--etcd-endpoints", "10.0.0.1:2379"}, 2, "etcd-endpoints"},
 		{"bad etcd prefix", []string{"sidecar", "--registry", "etcd", "--etcd-prefix", "x/"}, 2, "etcd-prefix"},
@@ -254,4 +255,34 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestConsulTokenFile: the sidecar sends the token from --consul-token-file
+// with its Consul queries. The agent here only records what it is sent.
+func TestConsulTokenFile(t *testing.T) {
+	var mu sync.Mutex
+	var tokens []string
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		tokens = append(tokens, r.Header.Get("X-Consul-Token"))
+		mu.Unlock()
+		w.Header().Set("X-Consul-Index", "1")
+		http.Error(w, "not a real agent", http.StatusInternalServerError)
+	}))
+	t.Cleanup(agent.Close)
+	token := writeFile(t, "token", "s3cret-token\n")
+	startCmd(t, "sidecar", "--registry", "consul", "--consul-addr", agent.URL, "--consul-token-file", token,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--state-dir", t.TempDir())
+	waitFor(t, "a query to the agent", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(tokens) > 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, got := range tokens {
+		if got != "s3cret-token" {
+			t.Fatalf("X-Consul-Token = %q, want the file's token", got)
+		}
+	}
 }

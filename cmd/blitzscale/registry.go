@@ -26,6 +26,7 @@ type registryFlags struct {
 	etcdEndpoints, etcdPrefix                  string
 	etcdCACert, etcdCert, etcdKey              string
 	etcdUsername, etcdPasswordFile, consulAddr string
+	consulTokenFile                            string
 	allowed                                    []string
 }
 
@@ -44,7 +45,8 @@ func (f *registryFlags) register(fs *flag.FlagSet, getenv func(string) string, d
 	fs.StringVar(&f.etcdKey, "etcd-key", "", "client key for etcd")
 	fs.StringVar(&f.etcdUsername, "etcd-username", "", "etcd user (password from --etcd-password-file)")
 	fs.StringVar(&f.etcdPasswordFile, "etcd-password-file", "", "file holding the etcd user's password")
-	fs.StringVar(&f.consulAddr, "consul-addr", consul, "Consul agent address (default from CONSUL_HTTP_ADDR; token from CONSUL_HTTP_TOKEN)")
+	fs.StringVar(&f.consulAddr, "consul-addr", consul, "Consul agent address (default from CONSUL_HTTP_ADDR; TLS from CONSUL_CACERT and the rest of Consul's standard environment)")
+	fs.StringVar(&f.consulTokenFile, "consul-token-file", "", "file holding the Consul ACL token (default: CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)")
 	if contains(allowed, "static") {
 		fs.StringVar(&f.staticFile, "static-file", "", "YAML or JSON list of instances (--registry static); re-read when it changes")
 	}
@@ -94,6 +96,9 @@ func (f *registryFlags) validate() error {
 	case "consul":
 		if err := validConsulAddr(f.consulAddr); err != nil {
 			return usageErr("consul-addr: %q: %v", f.consulAddr, err)
+		}
+		if _, err := readSecret("consul-token-file", f.consulTokenFile); err != nil {
+			return err
 		}
 	case "embedded":
 		if f.stateDir == "" {
@@ -235,10 +240,15 @@ func (f *registryFlags) open(ctx context.Context, sidecarID string, logger *slog
 	return c, nil
 }
 
-// openConsul connects to the local Consul agent. Token, TLS and datacenter
-// come from the standard CONSUL_HTTP_* environment.
+// openConsul connects to the local Consul agent. The token comes from
+// --consul-token-file or else, like TLS and the datacenter, from Consul's
+// standard CONSUL_HTTP_* environment.
 func (f *registryFlags) openConsul(c *conn, sidecarID string, logger *slog.Logger) (*conn, error) {
-	client, err := consul.Dial(consul.DialConfig{Address: f.consulAddr})
+	token, err := readSecret("consul-token-file", f.consulTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	client, err := consul.Dial(consul.DialConfig{Address: f.consulAddr, Token: token})
 	if err != nil {
 		return nil, usageErr("consul-addr: %v", err)
 	}
