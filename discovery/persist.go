@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -54,11 +55,16 @@ func Persist(src Source, path string, logger *slog.Logger) *PersistentSource {
 	return &PersistentSource{src: src, path: path, log: logger}
 }
 
+// persistRefresh is how often a confirmed but unchanged view is written
+// again (a changed one is written at once).
+const persistRefresh = 10 * time.Minute
+
 // Watch implements Source. If the file holds a valid snapshot, it is sent
 // first with Stale set (its SyncedAt is when the registry last confirmed
 // it). Then every snapshot of the wrapped source is forwarded unchanged and,
 // unless Stale itself, written to the file atomically once the consumer has
-// it (sources send only on change, so writes are rare). A stale snapshot not
+// it when it changed the view (confirmations of an unchanged view are
+// written only every persistRefresh, so writes are rare). A stale snapshot not
 // yet received when the source's first one arrives is dropped, and so is any
 // snapshot superseded before the consumer took it: snapshots are whole
 // views, so only the newest matters. A missing, unreadable or corrupt file
@@ -85,6 +91,7 @@ func (p *PersistentSource) run(ctx context.Context, out chan<- Snapshot) {
 	}
 
 	in := p.src.Watch(ctx)
+	var saved Snapshot // the last snapshot written
 	for {
 		var send chan<- Snapshot // nil: the send case is off
 		var next Snapshot
@@ -104,10 +111,17 @@ func (p *PersistentSource) run(ctx context.Context, out chan<- Snapshot) {
 			if next.Stale {
 				continue
 			}
+			// Confirmations of an unchanged view rewrite the file only now
+			// and then, to keep its synced_at roughly current.
+			if slices.EqualFunc(saved.Instances, next.Instances, Instance.Equal) && next.SyncedAt.Sub(saved.SyncedAt) < persistRefresh {
+				continue
+			}
 			// After the send, so that a slow disk never delays routing.
 			if err := SavePersisted(p.path, next); err != nil {
 				p.log.Warn("discovery: persisting the snapshot failed; the previous file stays", "path", p.path, "err", err)
+				continue
 			}
+			saved = next
 		}
 	}
 }

@@ -438,3 +438,50 @@ func TestPersistClosesWithItsSource(t *testing.T) {
 		t.Fatal("channel not closed after its source closed")
 	}
 }
+
+// TestPersistWritesConfirmationsRarely: a confirmation of an unchanged view
+// (same instances, later SyncedAt) does not rewrite the file, unless the
+// file's synced_at is persistRefresh old.
+func TestPersistWritesConfirmationsRarely(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snapshot-etcd.json")
+	src := &chanSource{feed: make(chan discovery.Snapshot)}
+	ch := watch(t, discovery.Persist(src, path, slog.New(slog.DiscardHandler)))
+	base := snapshotOf(t, "etcd", "a")
+	at := func(d time.Duration) discovery.Snapshot { s := base; s.SyncedAt = base.SyncedAt.Add(d); return s }
+	onDisk := func() (discovery.Snapshot, os.FileInfo) {
+		t.Helper()
+		s, err := discovery.LoadPersisted(path)
+		fi, serr := os.Stat(path)
+		if err != nil || serr != nil {
+			return discovery.Snapshot{}, nil
+		}
+		return s, fi
+	}
+	src.feed <- at(0)
+	recv(t, ch)
+	var written os.FileInfo
+	for deadline := time.Now().Add(persistWait); written == nil; time.Sleep(time.Millisecond) {
+		if _, written = onDisk(); time.Now().After(deadline) {
+			t.Fatal("first snapshot not persisted")
+		}
+	}
+	// Two confirmations: the second is only received once the loop has
+	// handled the first, write or not.
+	for _, d := range []time.Duration{time.Minute, 2 * time.Minute} {
+		src.feed <- at(d)
+		recv(t, ch)
+	}
+	if snap, fi := onDisk(); fi == nil || !os.SameFile(fi, written) || !snap.SyncedAt.Equal(base.SyncedAt) {
+		t.Fatalf("a confirmation rewrote the file (synced_at %v)", snap.SyncedAt)
+	}
+	src.feed <- at(11 * time.Minute)
+	recv(t, ch)
+	for deadline := time.Now().Add(persistWait); ; time.Sleep(time.Millisecond) {
+		if snap, _ := onDisk(); snap.SyncedAt.Equal(at(11 * time.Minute).SyncedAt) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a confirmation persistRefresh after the last write was not written")
+		}
+	}
+}

@@ -46,10 +46,18 @@ func NewSnapshot(source string, instances []Instance, syncedAt time.Time) (Snaps
 // Source is a registry seen as a stream of whole snapshots.
 //
 // Watch sends the first snapshot once the source has completed its first
-// sync, then a new snapshot whenever the view changes. A source handles its
+// sync, then a new snapshot whenever the view changes, and the unchanged
+// view again, with a later SyncedAt, about every ConfirmEvery while the
+// registry keeps confirming it: SyncedAt then says how fresh the view is
+// even when nothing changes. A source handles its
 // registry's errors itself (backing off with a cap) and keeps the last good
 // view: the stream only ever carries complete, valid snapshots. Watch closes
 // the channel when ctx is done and sends only inside a select on ctx.Done().
 type Source interface {
 	Watch(ctx context.Context) <-chan Snapshot
 }
+
+// ConfirmEvery is how often a source re-sends an unchanged view that its
+// registry confirmed (at most; a registry that answers less often confirms
+// less often).
+const ConfirmEvery = 30 * time.Second

@@ -42,10 +42,14 @@ type blockingQuery[T any] struct {
 	burst    int
 	// pace, when set, returns the minimum spacing of queries implied by a
 	// response (the LoadSource spaces its queries as the fleet grows).
-	pace    func(T) time.Duration
-	backoff discovery.Backoff
-	log     *slog.Logger
-	stats   *queryStats
+	pace func(T) time.Duration
+	// confirms: send unchanged answers too (the wait ran out with the same
+	// index), which confirm the view. Off where receiving a record counts
+	// as its owner being alive (the load records).
+	confirms bool
+	backoff  discovery.Backoff
+	log      *slog.Logger
+	stats    *queryStats
 }
 
 func newBlockingQuery[T any](c Config, what string, stats *queryStats, fetch fetchFunc[T]) *blockingQuery[T] {
@@ -87,7 +91,7 @@ func (b *blockingQuery[T]) deadline(index uint64) time.Duration {
 
 // run queries until ctx ends and sends each response that may carry news
 // on out (any to a query with index 0, and any whose index differs from the
-// one sent), then closes out. It never returns an error: failures back off
+// one sent; with confirms, every response), then closes out. It never returns an error: failures back off
 // and are retried with a fresh read (index 0), and nothing is sent
 // meanwhile, so consumers keep their last good view.
 func (b *blockingQuery[T]) run(ctx context.Context, out chan<- T) {
@@ -146,7 +150,7 @@ func (b *blockingQuery[T]) run(ctx context.Context, out chan<- T) {
 		if b.pace != nil {
 			limit.SetLimit(rate.Every(max(b.interval, b.pace(data))))
 		}
-		if sent != 0 && meta.LastIndex == sent {
+		if sent != 0 && meta.LastIndex == sent && !b.confirms {
 			continue // the wait ran out, or a write left this result alone
 		}
 		select {

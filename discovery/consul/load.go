@@ -122,7 +122,7 @@ func (l *LoadSource) WatchLoad(ctx context.Context) <-chan discovery.PeerLoads {
 	tick, stop := l.cfg.NewTicker(l.cfg.CheckInterval)
 	go func() {
 		defer stop()
-		viewpump.Run(ctx, q.run, viewpump.Reducer[api.KVPairs, discovery.PeerLoads](r), tick, out)
+		viewpump.Run(ctx, q.run, viewpump.Reducer[api.KVPairs, discovery.PeerLoads](r), tick, 0, out)
 	}()
 	return out
 }

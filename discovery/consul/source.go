@@ -17,9 +17,10 @@ const SourceName = "consul"
 // Source streams the passing instances of the Consul service Config.Service
 // as whole snapshots.
 type Source struct {
-	cfg   Config
-	now   func() time.Time
-	stats queryStats
+	cfg     Config
+	now     func() time.Time
+	confirm time.Duration // discovery.ConfirmEvery; shorter in tests
+	stats   queryStats
 }
 
 var _ discovery.Source = (*Source)(nil)
@@ -30,15 +31,17 @@ func NewSource(cfg Config) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Source{cfg: cfg.withDefaults(), now: time.Now}, nil
+	return &Source{cfg: cfg.withDefaults(), now: time.Now, confirm: discovery.ConfirmEvery}, nil
 }
 
 // Watch implements discovery.Source with one blocking query on
 // /v1/health/service/<service>?passing (stale reads allowed, bounded by
 // MaxStale). The first snapshot follows the first answer; later ones follow
 // each change of the set of valid instances (Consul wakes blocking queries
-// for changes that do not touch the result; those send nothing). While
-// Consul fails nothing is sent, so the consumer keeps the last view. Each
+// for changes that do not touch the result; those send nothing), and the
+// unchanged view is sent again about every discovery.ConfirmEvery, as
+// blocking queries that run out their wait confirm it. While Consul fails
+// nothing is sent, so the consumer keeps the last view. Each
 // call runs its own query loop; the channel closes when ctx is done.
 func (s *Source) Watch(ctx context.Context) <-chan discovery.Snapshot {
 	out := make(chan discovery.Snapshot)
@@ -48,8 +51,9 @@ func (s *Source) Watch(ctx context.Context) <-chan discovery.Snapshot {
 		func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 			return health.Service(service, "", true, q)
 		})
+	q.confirms = true
 	r := &instanceView{log: s.cfg.Logger, stats: &s.stats, now: s.now}
-	go viewpump.Run(ctx, q.run, viewpump.Reducer[[]*api.ServiceEntry, discovery.Snapshot](r), nil, out)
+	go viewpump.Run(ctx, q.run, viewpump.Reducer[[]*api.ServiceEntry, discovery.Snapshot](r), nil, s.confirm, out)
 	return out
 }
 

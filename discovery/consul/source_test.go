@@ -159,3 +159,21 @@ func TestNewSourceRejectsBadConfig(t *testing.T) {
 		t.Fatalf("NewSource without Client: %v, want ErrInvalidConfig", err)
 	}
 }
+
+// TestSourceConfirmsAQuietView: a blocking query whose wait runs out with
+// the index unchanged confirms the view, and the source re-sends it with a
+// later SyncedAt.
+func TestSourceConfirmsAQuietView(t *testing.T) {
+	f := newFakeConsul(t)
+	f.putService(svc("a"), api.HealthPassing)
+	cfg := testConfig(f)
+	cfg.WaitTime = 100 * time.Millisecond
+	s := newSource(t, cfg)
+	s.confirm = 150 * time.Millisecond
+	ch := watch(t, s)
+	first := next(t, ch, "[a]", hasIDs("a"))
+	again := next(t, ch, "the view confirmed", func(s discovery.Snapshot) bool { return s.SyncedAt.After(first.SyncedAt) })
+	if diff := cmp.Diff([]string{"a"}, ids(again)); diff != "" {
+		t.Errorf("confirmed view (-want +got):\n%s", diff)
+	}
+}

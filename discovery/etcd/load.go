@@ -101,7 +101,7 @@ func (l *LoadSource) WatchLoad(ctx context.Context) <-chan discovery.PeerLoads {
 	tick, stop := l.cfg.NewTicker(l.cfg.CheckInterval)
 	go func() {
 		defer stop()
-		viewpump.Run(ctx, w.run, viewpump.Reducer[batch, discovery.PeerLoads](r), tick, out)
+		viewpump.Run(ctx, w.run, viewpump.Reducer[batch, discovery.PeerLoads](r), tick, 0, out)
 	}()
 	return out
 }

@@ -16,9 +16,10 @@ const SourceName = "etcd"
 // Source streams the instances registered under
 // <Prefix>/services/<Service>/instances/ as whole snapshots.
 type Source struct {
-	cfg   Config
-	now   func() time.Time
-	stats watchStats
+	cfg     Config
+	now     func() time.Time
+	confirm time.Duration // discovery.ConfirmEvery; shorter in tests
+	stats   watchStats
 }
 
 var _ discovery.Source = (*Source)(nil)
@@ -29,19 +30,21 @@ func NewSource(cfg Config) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Source{cfg: cfg.withDefaults(), now: time.Now}, nil
+	return &Source{cfg: cfg.withDefaults(), now: time.Now, confirm: discovery.ConfirmEvery}, nil
 }
 
 // Watch implements discovery.Source. The first snapshot follows the first
 // successful read of the prefix; later ones follow each change of the set of
-// valid instances (a re-write of an identical value sends nothing). While
-// etcd is unreachable nothing is sent, so the consumer keeps the last view.
+// valid instances (a re-write of an identical value sends nothing), and the
+// unchanged view is sent again about every discovery.ConfirmEvery as the
+// watch's progress notifications confirm it. While etcd is unreachable
+// nothing is sent, so the consumer keeps the last view.
 // Each call runs its own watch; the channel closes when ctx is done.
 func (s *Source) Watch(ctx context.Context) <-chan discovery.Snapshot {
 	out := make(chan discovery.Snapshot)
 	w := s.cfg.watcher(s.cfg.instancesPrefix(), &s.stats)
 	r := &instanceView{entries: map[string]instanceEntry{}, log: s.cfg.Logger, stats: &s.stats, now: s.now}
-	go viewpump.Run(ctx, w.run, viewpump.Reducer[batch, discovery.Snapshot](r), nil, out)
+	go viewpump.Run(ctx, w.run, viewpump.Reducer[batch, discovery.Snapshot](r), nil, s.confirm, out)
 	return out
 }
 

@@ -329,3 +329,37 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestSourceConfirmsAQuietView: with nothing changing, the watch's progress
+// notifications confirm the view, and the source re-sends it with a later
+// SyncedAt, so a consumer can tell a quiet registry from a lost one. (The
+// interval leaves the new watch time to sync before its first progress
+// request: etcd ignores requests on a stream with an unsynced watcher.)
+func TestSourceConfirmsAQuietView(t *testing.T) {
+	srv := startServer(t, "", "")
+	c := newClient(t, srv.Endpoints())
+	putInstance(t, c, inst("a"))
+	var logs logBuffer
+	cfg := testConfig(c, logs.logger())
+	cfg.WatchProgressInterval = 600 * time.Millisecond
+	s, err := NewSource(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.confirm = 500 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := s.Watch(ctx)
+	t.Cleanup(func() {
+		cancel()
+		for range ch {
+		}
+	})
+	first := recvUntil(t, ch, "initial", hasIDs("a"))
+	again := recvUntil(t, ch, "the view confirmed", func(s discovery.Snapshot) bool { return s.SyncedAt.After(first.SyncedAt) })
+	if !slices.Equal(ids(again), []string{"a"}) {
+		t.Errorf("confirmed view %v, want [a]", ids(again))
+	}
+	if n := logs.count("registry error"); n != 0 {
+		t.Errorf("%d watch failures: the view was re-read, not confirmed by progress notifications", n)
+	}
+}

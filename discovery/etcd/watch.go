@@ -74,7 +74,13 @@ func (w *prefixWatcher) run(ctx context.Context, out chan<- batch) {
 				w.stats.resyncs.Add(1)
 			}
 			listed = true
-			err = w.watch(ctx, rev+1, out, &failures)
+			// From the read's own revision, not the next: etcd answers
+			// progress requests only for watches whose start revision it
+			// has reached, so a watch from rev+1 on a quiet cluster (no
+			// write since the read) would look stalled. The events of rev
+			// itself, already in the read, replay harmlessly: both views
+			// ignore an entry at a revision they hold.
+			err = w.watch(ctx, rev, out, &failures)
 		}
 		if ctx.Err() != nil {
 			return
@@ -172,9 +178,8 @@ func (w *prefixWatcher) watch(ctx context.Context, from int64, out chan<- batch,
 			return fmt.Errorf("etcd: watch %s canceled by the server: %w", w.prefix, errWatchClosed)
 		}
 		*failures = 0
-		if len(wr.Events) == 0 {
-			continue // progress notification
-		}
+		// A progress notification (no events) is passed on as an empty
+		// batch: the cluster has confirmed the view up to now.
 		w.stats.events.Add(int64(len(wr.Events)))
 		b := batch{events: make([]kvEvent, 0, len(wr.Events))}
 		for _, ev := range wr.Events {

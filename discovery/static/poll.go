@@ -89,6 +89,12 @@ func (w *watcher) poll() (discovery.Snapshot, bool) {
 	return snap, true
 }
 
+// healthy reports whether the last poll found the file readable and its
+// content the last good one.
+func (w *watcher) healthy() bool {
+	return w.haveGood && w.suspect == "" && w.failure == ""
+}
+
 // fail records a failure identified by key. A failure counts once it is seen
 // on two polls in a row: a writer that truncates and then writes, or an
 // editor that saves by delete and create, shows an empty or missing file for

@@ -31,7 +31,8 @@ type Source struct {
 	Logger *slog.Logger
 
 	rejected atomic.Int64
-	polls    atomic.Int64 // completed polls, so tests can wait for one
+	polls    atomic.Int64  // completed polls, so tests can wait for one
+	confirm  time.Duration // 0: discovery.ConfirmEvery; shorter in tests
 
 	mu      sync.Mutex
 	lastErr error
@@ -75,7 +76,9 @@ func (s *Source) setLastError(err error) {
 }
 
 // Watch polls the file until ctx is done and sends a snapshot after the
-// first valid read, then one per change of the valid content. Before the
+// first valid read, then one per change of the valid content, and the
+// unchanged snapshot again about every discovery.ConfirmEvery while the file
+// stays readable and unchanged (with SyncedAt the time of that poll). Before the
 // first valid read nothing is sent, so readiness stays false. A missing or
 // invalid file keeps the last good snapshot. A slow receiver gets the newest
 // snapshot, not a backlog. The channel is closed when ctx is done.
@@ -106,14 +109,24 @@ func (s *Source) run(ctx context.Context, out chan<- discovery.Snapshot) {
 		interval = DefaultPollInterval
 	}
 	w := &watcher{src: s, log: log}
+	confirmEvery := s.confirm
+	if confirmEvery == 0 {
+		confirmEvery = discovery.ConfirmEvery
+	}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 
 	// pending holds a snapshot not yet received; a newer one replaces it,
 	// and polling goes on while the receiver is busy.
 	var pending *discovery.Snapshot
+	var last discovery.Snapshot // the newest snapshot produced
+	var queued time.Time        // when it, or its confirmation, was queued
+	queue := func(snap discovery.Snapshot) {
+		last, queued = snap, time.Now()
+		pending = &last
+	}
 	if snap, ok := w.poll(); ok {
-		pending = &snap
+		queue(snap)
 	}
 	for {
 		var send chan<- discovery.Snapshot // nil: the send case is off
@@ -128,7 +141,13 @@ func (s *Source) run(ctx context.Context, out chan<- discovery.Snapshot) {
 			pending = nil
 		case <-ticker.C:
 			if snap, ok := w.poll(); ok {
-				pending = &snap
+				queue(snap)
+			} else if w.healthy() && time.Since(queued) >= confirmEvery {
+				// The file is still there and unchanged: the view is
+				// confirmed as of now.
+				snap := last
+				snap.SyncedAt = time.Now()
+				queue(snap)
 			}
 		}
 	}

@@ -120,8 +120,15 @@ func newHarness(t *testing.T, content string) *harness {
 
 func watchPath(t *testing.T, path string) *harness {
 	t.Helper()
+	return watchPathWith(t, path, func(*Source) {})
+}
+
+// watchPathWith is watchPath with the Source adjusted by set before Watch.
+func watchPathWith(t *testing.T, path string, set func(*Source)) *harness {
+	t.Helper()
 	h := &harness{t: t, path: path, log: &logRecorder{}}
 	h.src = &Source{Path: path, PollInterval: testPoll, Logger: slog.New(h.log)}
+	set(h.src)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.ch = h.src.Watch(ctx)
 	t.Cleanup(func() {
@@ -460,4 +467,26 @@ func TestPollConfirmsFailuresBeforeCounting(t *testing.T) {
 	if n := src.Rejected(); n != 1 {
 		t.Fatalf("Rejected = %d after a third poll, want still 1", n)
 	}
+}
+
+// TestWatchConfirmsAnUnchangedFile: while the file stays readable and
+// unchanged, its snapshot is sent again now and then with a later SyncedAt;
+// while it is missing, nothing is confirmed.
+func TestWatchConfirmsAnUnchangedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "instances.yaml")
+	writeInPlace(t, path, fileOf("gpu-a"))
+	h := watchPathWith(t, path, func(s *Source) { s.confirm = 4 * testPoll })
+	first := h.next("gpu-a")
+	if again := h.next("gpu-a"); !again.SyncedAt.After(first.SyncedAt) {
+		t.Errorf("confirmation synced at %v, not after the first snapshot's %v", again.SyncedAt, first.SyncedAt)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRejected(1)
+	select { // a confirmation queued before the removal may still be pending
+	case <-h.ch:
+	case <-time.After(10 * testPoll):
+	}
+	h.none()
 }

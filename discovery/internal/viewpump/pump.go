@@ -24,13 +24,16 @@ type Reducer[T, V any] interface {
 
 // Run runs fetch, folds its answers with r and sends whole views on out:
 // the first after the first answer, then one per change. tick, when not
-// nil, calls r.Expire without an answer (the load view ages). fetch must
-// return once ctx is done.
+// nil, calls r.Expire without an answer (the load view ages). confirm, when
+// positive, also re-sends an unchanged view after an answer once the last
+// view sent is confirm old, so that the consumer sees a quiet registry
+// confirm its view (a snapshot's SyncedAt moves on) and can tell it from a
+// lost one. fetch must return once ctx is done.
 //
 // Sends coalesce: while the consumer is busy, newer views replace the
 // pending one, so a slow consumer never stalls the fetch loop. out is
 // closed once ctx is done and fetch has returned.
-func Run[T, V any](ctx context.Context, fetch func(ctx context.Context, out chan<- T), r Reducer[T, V], tick <-chan time.Time, out chan<- V) {
+func Run[T, V any](ctx context.Context, fetch func(ctx context.Context, out chan<- T), r Reducer[T, V], tick <-chan time.Time, confirm time.Duration, out chan<- V) {
 	answers := make(chan T)
 	done := make(chan struct{})
 	go func() {
@@ -44,13 +47,15 @@ func Run[T, V any](ctx context.Context, fetch func(ctx context.Context, out chan
 	var (
 		pending       V
 		synced, dirty bool
+		queued        time.Time // when the last view was queued
 	)
-	update := func(changed bool) {
-		if synced && !changed {
+	update := func(changed, answered bool) {
+		confirmDue := answered && confirm > 0 && time.Since(queued) >= confirm
+		if synced && !changed && !confirmDue {
 			return
 		}
 		if v, ok := r.View(); ok {
-			synced, dirty, pending = true, true, v
+			synced, dirty, pending, queued = true, true, v, time.Now()
 		}
 	}
 	for {
@@ -65,10 +70,10 @@ func Run[T, V any](ctx context.Context, fetch func(ctx context.Context, out chan
 			if !ok {
 				return
 			}
-			update(r.Apply(a))
+			update(r.Apply(a), true)
 		case <-tick:
 			if synced {
-				update(r.Expire())
+				update(r.Expire(), false)
 			}
 		case send <- pending:
 			dirty = false
