@@ -103,6 +103,10 @@ func TestTwoSidecarsShareLoad(t *testing.T) {
 		return st.Instances[0].GlobalInFlight - st.Instances[0].InFlight
 	}
 	waitFor(t, "sidecar b to see the engine", func() bool { return globalInB() == 0 })
+	waitFor(t, "sidecar a to see the engine", func() bool {
+		_, st, err := fetchState(t.Context(), http.DefaultClient, "http://"+a)
+		return err == nil && len(st.Instances) == 1
+	})
 
 	const streams = 3
 	var bodies []io.ReadCloser
