@@ -58,6 +58,19 @@ func fail(status int, body string) step {
 	return func(_ *fakeConsul, w http.ResponseWriter, _ *http.Request) { http.Error(w, body, status) }
 }
 
+// gated is a step that runs s once gate is closed (or gives up with the
+// client or the fake).
+func gated(gate <-chan struct{}, s step) step {
+	return func(f *fakeConsul, w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-gate:
+			s(f, w, r)
+		case <-r.Context().Done():
+		case <-f.done:
+		}
+	}
+}
+
 // hang is a step that never answers: a half-dead connection. It returns
 // when the client gives up (closed reports when) or the fake closes.
 func hang(closed chan<- time.Time) step {
@@ -163,21 +176,26 @@ func TestNextIndex(t *testing.T) {
 func TestBlockingIndexSequence(t *testing.T) {
 	f := newFakeConsul(t)
 	held := make(chan time.Time, 1)
+	// The gates hold an answer until the test has seen the view before it:
+	// views coalesce, so a slow reader could otherwise miss one.
+	sawAB, sawA := make(chan struct{}), make(chan struct{})
 	script(f, healthPath,
 		answer(10, 0, "a"),
-		answer(10, 0, "a", "ignored"), // unchanged index: not even decoded into a view
+		answer(10, 0, "a"), // unchanged index: confirms the view, sends nothing new
 		answer(12, 0, "a", "b"),
-		answer(7, 0, "a"), // backwards
+		gated(sawAB, answer(7, 0, "a")), // backwards
 		answer(7, 0, "a"),
-		answer(0, 0, "a"), // backwards to zero
-		answer(0, 0, "a"), // zero
+		gated(sawA, answer(0, 0, "a")), // backwards to zero
+		answer(0, 0, "a"),              // zero
 		answer(4, 0, "a", "b"),
 		hang(held),
 	)
 	ch := watch(t, newSource(t, testConfig(f)))
 	next(t, ch, "[a]", hasIDs("a"))
 	next(t, ch, "[a b]", hasIDs("a", "b"))
+	close(sawAB)
 	next(t, ch, "[a] after the index went backwards", hasIDs("a"))
+	close(sawA)
 	next(t, ch, "[a b] after the zero index", hasIDs("a", "b"))
 	eventually(t, "the ninth request", func() bool { return len(f.indexesSent(healthPath)) >= 9 })
 	want := []string{"0", "10", "10", "12", "0", "7", "0", "1", "4"}
