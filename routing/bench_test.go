@@ -87,3 +87,20 @@ func benchSnapshot(b *testing.B, n int) discovery.Snapshot {
 	}
 	return snapshot(b, ins...)
 }
+
+// BenchmarkUpdate is the cost of building and swapping a table: paid per
+// registry change and per confirmation of an unchanged view (about every
+// 30 s), never per request.
+func BenchmarkUpdate(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		snap := benchSnapshot(b, n)
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			p, _ := NewPicker("auto")
+			r := NewRouter(p)
+			b.ReportAllocs()
+			for b.Loop() {
+				r.Update(snap)
+			}
+		})
+	}
+}
