@@ -54,34 +54,12 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	ex.acquire()
 	defer ex.release()
 
-	if e, ok := s.readBody(ex, w, r); !ok {
-		s.reject(w, e, "", routing.PriorityNormal, start)
-		return
-	}
-	if scanBody(ex.body, &ex.fields) != nil {
-		s.reject(w, errInvalid("request body must be a JSON object", ""), "", routing.PriorityNormal, start)
-		return
-	}
-	model, ok := stringValue(ex.fields.model)
-	if !ok || len(model) == 0 {
-		s.reject(w, errInvalid("you must provide a model parameter", "model"), "", routing.PriorityNormal, start)
-		return
-	}
-	prio, err := routing.ParsePriority(r.Header.Get(headerPriority))
-	if err != nil {
-		s.reject(w, errInvalid("X-Blitz-Priority must be high, normal or low", headerPriority), "", routing.PriorityNormal, start)
+	prio, ok := s.admit(w, r, ex, rt, start)
+	if !ok {
 		return
 	}
 	req := &ex.req
-	req.Model = model
-	req.Priority = prio
-
-	if ok, wait := rt.admission.Admit(prio, start); !ok {
-		s.metrics.shed(prio, "rate_limit")
-		s.reject(w, apiError{status: http.StatusTooManyRequests, message: "rate limit for priority " + prio.String() + " exceeded; retry later", typ: typeRateLimit, code: codeRateLimit, retryAfter: wait}, "", prio, start)
-		return
-	}
-
+	model := req.Model
 	s.setAffinity(req, r, &ex.fields)
 	ep, route, err := s.router.Acquire(r.Context(), req)
 	if err != nil {
@@ -161,8 +139,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 				if resp != nil {
 					drainAndClose(resp.Body)
 				}
-				s.metrics.retries.WithLabelValues(reason).Inc()
-				s.conf().Logger.Debug("retrying on another instance", "instance", ep.Instance.ID, "next", next.Instance.ID, "reason", reason)
+				s.noteRetry(ep, next, reason)
 				ep, route = next, routing.RouteRetry
 				continue
 			}
@@ -176,11 +153,63 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 			}
 			err = rerr
 		}
-		e := upstreamFailure(err)
-		s.conf().Logger.Warn("upstream failed", "instance", ep.Instance.ID, "model", req.ModelName, "err", err)
-		s.reject(w, e, req.ModelName, prio, start)
+		s.failUpstream(w, err, ep, req.ModelName, prio, start)
 		return
 	}
+}
+
+// noteRetry counts and logs a retry. The cold paths of proxy and relay are
+// functions of their own, not inlined, to keep the frames small that stay
+// on the stack for a stream's life.
+//
+//go:noinline
+func (s *Server) noteRetry(from, to *routing.Endpoint, reason string) {
+	s.metrics.retries.WithLabelValues(reason).Inc()
+	s.conf().Logger.Debug("retrying on another instance", "instance", from.Instance.ID, "next", to.Instance.ID, "reason", reason)
+}
+
+// failUpstream answers a request whose every attempt failed before its
+// first byte.
+//
+//go:noinline
+func (s *Server) failUpstream(w http.ResponseWriter, err error, ep *routing.Endpoint, model string, prio routing.Priority, start time.Time) {
+	s.conf().Logger.Warn("upstream failed", "instance", ep.Instance.ID, "model", model, "err", err)
+	s.reject(w, upstreamFailure(err), model, prio, start)
+}
+
+// admit reads and checks the request and applies the priority's token
+// bucket; on failure it has answered the client. It is a function of its
+// own so that its locals are off the stack while a response streams: the
+// handler's goroutine keeps the stack it reached for the stream's life.
+//
+//go:noinline
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, ex *exchange, rt *runtime, start time.Time) (routing.Priority, bool) {
+	if e, ok := s.readBody(ex, w, r); !ok {
+		s.reject(w, e, "", routing.PriorityNormal, start)
+		return 0, false
+	}
+	if scanBody(ex.body, &ex.fields) != nil {
+		s.reject(w, errInvalid("request body must be a JSON object", ""), "", routing.PriorityNormal, start)
+		return 0, false
+	}
+	model, ok := stringValue(ex.fields.model)
+	if !ok || len(model) == 0 {
+		s.reject(w, errInvalid("you must provide a model parameter", "model"), "", routing.PriorityNormal, start)
+		return 0, false
+	}
+	prio, err := routing.ParsePriority(r.Header.Get(headerPriority))
+	if err != nil {
+		s.reject(w, errInvalid("X-Blitz-Priority must be high, normal or low", headerPriority), "", routing.PriorityNormal, start)
+		return 0, false
+	}
+	ex.req.Model = model
+	ex.req.Priority = prio
+	if ok, wait := rt.admission.Admit(prio, start); !ok {
+		s.metrics.shed(prio, "rate_limit")
+		s.reject(w, apiError{status: http.StatusTooManyRequests, message: "rate limit for priority " + prio.String() + " exceeded; retry later", typ: typeRateLimit, code: codeRateLimit, retryAfter: wait}, "", prio, start)
+		return 0, false
+	}
+	return prio, true
 }
 
 // roundTrip sends one attempt of the request to ep: a copy of the inbound

@@ -154,19 +154,28 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response, ex *exchange,
 			return http.StatusBadGateway, fmt.Errorf("sidecar: stream broke before its first event: %w", rerr)
 		}
 		// The instance broke the stream after bytes reached the client.
-		ep.Load.RecordFailure()
-		s.conf().Logger.Warn("upstream stream broke", "instance", ep.Instance.ID, "err", rerr)
-		status, e := http.StatusBadGateway, apiError{message: "the instance broke the stream: " + rerr.Error(), typ: typeServer, code: codeUpstreamError}
-		if errors.Is(rerr, errStreamIdle) {
-			status, e = http.StatusGatewayTimeout, apiError{message: "the instance sent nothing for " + s.conf().StreamIdleTimeout.String(), typ: typeServer, code: codeUpstreamTimeout}
-		}
-		if sse {
-			out := append(append([]byte("data: "), e.appendJSON(nil)...), "\n\n"...)
-			_, _ = w.Write(out)
-			_ = rc.Flush()
-		}
-		return status, nil
+		return s.breakStream(w, rc, ep, rerr, sse), nil
 	}
+}
+
+// breakStream ends a response whose instance broke it after bytes reached
+// the client: an SSE stream gets an error event. It returns the status for
+// metrics.
+//
+//go:noinline
+func (s *Server) breakStream(w http.ResponseWriter, rc *http.ResponseController, ep *routing.Endpoint, rerr error, sse bool) int {
+	ep.Load.RecordFailure()
+	s.conf().Logger.Warn("upstream stream broke", "instance", ep.Instance.ID, "err", rerr)
+	status, e := http.StatusBadGateway, apiError{message: "the instance broke the stream: " + rerr.Error(), typ: typeServer, code: codeUpstreamError}
+	if errors.Is(rerr, errStreamIdle) {
+		status, e = http.StatusGatewayTimeout, apiError{message: "the instance sent nothing for " + s.conf().StreamIdleTimeout.String(), typ: typeServer, code: codeUpstreamTimeout}
+	}
+	if sse {
+		out := append(append([]byte("data: "), e.appendJSON(nil)...), "\n\n"...)
+		_, _ = w.Write(out)
+		_ = rc.Flush()
+	}
+	return status
 }
 
 // writeHead writes the instance's status and headers plus the sidecar's own.
