@@ -7,6 +7,10 @@
 # packages if missing). Then it writes bench/out/report.md with a plot.
 # docs/bench.md says what each figure means.
 #
+# Two minimal Go proxies (bench/refproxy: fasthttp, and net/http's
+# httputil.ReverseProxy) take the throughput and memory runs too, for a
+# reference table: what a Go HTTP stack itself costs on the machine.
+#
 # Knobs (environment):
 #   BENCH_QUICK=1      seconds-long runs at small scale, to check the wiring
 #   BENCH_NOTE=...     a line for the report about the machine (busy? quiet?)
@@ -42,6 +46,10 @@ ENGINE_PORTS=($((PORT + 1)) $((PORT + 2)))
 SIDECAR_PORT=$((PORT + 89))
 NGINX_PORT=$((PORT + 90))
 DEBUG_PORT=$((PORT + 91))
+# bench/refproxy's minimal Go proxies, for the reference table.
+declare -A REF_PORTS=([ref-fasthttp]=$((PORT + 92)) [ref-httputil]=$((PORT + 93)))
+REFS=()      # the reference proxies built (none when their module cannot be fetched)
+REF_MEMORY=  # their memory samples: JSON members for run.json
 CORES=$(nproc)
 
 log() { printf '\n== %s\n' "$*" >&2; }
@@ -95,12 +103,13 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # cpu_ticks PID: user + system CPU time of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# proxy_ticks TARGET: the CPU time the proxy has used so far: the sidecar
-# process, or the sum of nginx's workers; 0 for direct.
+# proxy_ticks TARGET: the CPU time the proxy has used so far: the sidecar's
+# (or a reference proxy's) process, or the sum of nginx's workers; 0 for
+# direct.
 proxy_ticks() {
 	local sum=0 pid
 	case $1 in
-	sidecar) sum=$(cpu_ticks "${PIDS[sidecar]}") ;;
+	sidecar | ref-*) sum=$(cpu_ticks "${PIDS[$1]}") ;;
 	nginx)
 		for pid in $(ps -o pid= --ppid "${PIDS[nginx]}"); do
 			sum=$((sum + $(cpu_ticks "$pid")))
@@ -154,6 +163,14 @@ build() {
 	help=$(bin/blitzscale sidecar -h 2>&1 || true)
 	HAS_DEBUG=0
 	[[ $help != *-debug-addr* ]] || HAS_DEBUG=1
+	# The reference proxies are a module of their own (fasthttp stays out
+	# of the router's dependencies); without them the report has no
+	# reference table.
+	if (cd bench/refproxy && $GO build -trimpath -o "$ROOT/bin/refproxy" .); then
+		REFS=(ref-fasthttp ref-httputil)
+	else
+		echo "bench: bench/refproxy did not build: no reference proxies in this run" >&2
+	fi
 }
 
 # Each process gets as many descriptors as allowed: a proxy holds two per
@@ -216,6 +233,16 @@ start_nginx() {
 	wait_tcp "$NGINX_PORT"
 }
 
+# start_refs: the reference proxies over the two engines.
+start_refs() {
+	local t
+	for t in "${REFS[@]}"; do
+		start "$t" "$RAW/$t-$1.log" bin/refproxy --impl "${t#ref-}" --listen "127.0.0.1:${REF_PORTS[$t]}" \
+			--upstream "127.0.0.1:${ENGINE_PORTS[0]},127.0.0.1:${ENGINE_PORTS[1]}"
+	done
+	for t in "${REFS[@]}"; do wait_tcp "${REF_PORTS[$t]}"; done
+}
+
 wait_tcp() {
 	for _ in $(seq 300); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -230,6 +257,7 @@ target_url() {
 	direct) direct_url ;;
 	sidecar) echo "http://127.0.0.1:$SIDECAR_PORT/v1" ;;
 	nginx) echo "http://127.0.0.1:$NGINX_PORT/v1" ;;
+	ref-*) echo "http://127.0.0.1:${REF_PORTS[$1]}/v1" ;;
 	esac
 }
 
@@ -265,8 +293,9 @@ phase_fast() {
 	start_engines "${FAST_ENGINE[@]}" 1000000
 	start_sidecar fast
 	start_nginx fast
+	start_refs fast
 	local t prof=
-	for t in direct sidecar nginx; do
+	for t in direct sidecar nginx "${REFS[@]}"; do
 		if [[ $t == sidecar ]] && ((HAS_DEBUG)); then
 			# The live profile starts with the warm-up and covers the run.
 			curl -fsS -o "$RAW/sidecar-cpu.pprof" --max-time 120 \
@@ -345,9 +374,10 @@ phase_memory() {
 	start_engines "${SLOW_ENGINE[@]}" 1000000
 	start_sidecar memory
 	start_nginx memory
+	start_refs memory
 	# Idle: after one request each, so that lazily built state exists.
 	local t
-	for t in sidecar nginx; do
+	for t in sidecar nginx "${REFS[@]}"; do
 		bin/blitzbench --url "$(target_url "$t")" --model "$MODEL" --mode closed --concurrency 1 --duration 1s \
 			--max-tokens 1 >/dev/null
 	done
@@ -355,10 +385,16 @@ phase_memory() {
 	SIDECAR_IDLE=$(rss_kb "${PIDS[sidecar]}")
 	NGINX_IDLE=$(nginx_rss_kb)
 	NGINX_MASTER=$(rss_kb "${PIDS[nginx]}")
+	local -A ref_idle=()
+	for t in "${REFS[@]}"; do ref_idle[$t]=$(rss_kb "${PIDS[$t]}"); done
 	hold_streams sidecar "rss_kb ${PIDS[sidecar]}"
 	SIDECAR_LOADED=$HOLD_RSS SIDECAR_OPEN=$HOLD_OPEN
 	hold_streams nginx nginx_rss_kb
 	NGINX_LOADED=$HOLD_RSS NGINX_OPEN=$HOLD_OPEN
+	for t in "${REFS[@]}"; do
+		hold_streams "$t" "rss_kb ${PIDS[$t]}"
+		REF_MEMORY+="\"$t\": {\"idle_kb\": ${ref_idle[$t]}, \"loaded_kb\": $HOLD_RSS, \"open\": $HOLD_OPEN}, "
+	done
 	stop_all
 }
 
@@ -421,7 +457,8 @@ write_run_json() {
     "streams": $SLOW,
     "streams_wanted": $SLOW_WANTED,
     "sidecar": {"idle_kb": $SIDECAR_IDLE, "loaded_kb": $SIDECAR_LOADED, "open": $SIDECAR_OPEN},
-    "nginx": {"idle_kb": $NGINX_IDLE, "loaded_kb": $NGINX_LOADED, "open": $NGINX_OPEN, "master_kb": $NGINX_MASTER, "workers": $CORES}
+    "nginx": {"idle_kb": $NGINX_IDLE, "loaded_kb": $NGINX_LOADED, "open": $NGINX_OPEN, "master_kb": $NGINX_MASTER, "workers": $CORES},
+    "refs": {${REF_MEMORY%, }}
   }
 }
 EOF

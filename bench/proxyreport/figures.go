@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/blitzscale/router/internal/loadgen"
 )
@@ -180,16 +181,83 @@ func perStreamKB(m memUsed, target int) float64 {
 // used over warm-up and run, over the requests of both (those of the
 // warm-up estimated at the run's throughput).
 func cpuPer(d *data, scenario string) [3]float64 {
-	v := [3]float64{nan, nan, nan}
+	var v [3]float64
 	for i, t := range targets {
-		ticks, ok := d.run.CPUTicks[scenario+"-"+t]
-		r := d.result(scenario, t)
-		if !ok || r == nil || d.run.ClkTck <= 0 {
-			continue
-		}
-		if n := r.Throughput * (r.WarmupSeconds + r.Seconds); n > 0 {
-			v[i] = ticks / float64(d.run.ClkTck) / n * 1e6
-		}
+		v[i] = cpuOf(d, scenario, t)
 	}
 	return v
+}
+
+// cpuOf is one target's CPU time per request of a scenario, in µs; NaN
+// when not measured.
+func cpuOf(d *data, scenario, target string) float64 {
+	ticks, ok := d.run.CPUTicks[scenario+"-"+target]
+	r := d.result(scenario, target)
+	if !ok || r == nil || d.run.ClkTck <= 0 {
+		return nan
+	}
+	if n := r.Throughput * (r.WarmupSeconds + r.Seconds); n > 0 {
+		return ticks / float64(d.run.ClkTck) / n * 1e6
+	}
+	return nan
+}
+
+// refHeader heads the reference table: the sidecar and nginx beside the
+// minimal Go proxies of bench/refproxy.
+var refHeader = []string{"figure", "sidecar", "minimal fasthttp proxy", "httputil.ReverseProxy", "nginx"}
+
+// references is the reference table's rows, each cell a value and its
+// ratio to nginx's; nil when the run measured no reference proxy.
+func references(d *data) [][]string {
+	found := false
+	for _, t := range refTargets {
+		found = found || d.result("throughput", t) != nil
+	}
+	if !found {
+		return nil
+	}
+	cols := slices.Concat([]string{"sidecar"}, refTargets, []string{"nginx"})
+	m := d.run.Memory
+	mem := func(t string) memUsed {
+		switch t {
+		case "sidecar":
+			return m.Sidecar
+		case "nginx":
+			return m.Nginx
+		}
+		return m.Refs[t]
+	}
+	line := func(name, unit string, f func(t string) float64) []string {
+		cells := []string{name}
+		base := f("nginx")
+		for _, t := range cols {
+			v := f(t)
+			c := value(v, unit)
+			if t != "nginx" && !math.IsNaN(v) {
+				c += " (" + ratio(v, base) + ")"
+			}
+			cells = append(cells, c)
+		}
+		return cells
+	}
+	conc := 0
+	if r := d.result("throughput", "nginx"); r != nil {
+		conc = r.Concurrency
+	}
+	return [][]string{
+		line(fmt.Sprintf("throughput, non-streaming, %d workers", conc), unitRPS, func(t string) float64 {
+			if r := d.result("throughput", t); r != nil {
+				return r.Throughput
+			}
+			return nan
+		}),
+		line(fmt.Sprintf("proxy CPU per request, %d workers", conc), unitMicros, func(t string) float64 { return cpuOf(d, "throughput", t) }),
+		line("resident memory, idle", unitMB, func(t string) float64 {
+			if u := mem(t); u.IdleKB > 0 {
+				return u.IdleKB / 1024
+			}
+			return nan
+		}),
+		line("memory per open stream", unitKB, func(t string) float64 { return perStreamKB(mem(t), m.Streams) }),
+	}
 }

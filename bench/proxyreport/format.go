@@ -67,21 +67,36 @@ func (r row) cells() []string {
 
 var header = []string{"figure", "direct", "sidecar", "nginx", "sidecar/nginx", "sidecar/direct", "goal (sidecar)", ""}
 
-// writeText prints the table with aligned columns, for the terminal.
+// writeText prints the tables with aligned columns, for the terminal.
 func writeText(w io.Writer, d *data, rows []row) error {
 	all := [][]string{header}
 	for _, r := range rows {
 		all = append(all, r.cells())
 	}
-	width := make([]int, len(header))
-	for _, cs := range all {
-		for i, c := range cs {
-			width[i] = max(width[i], len([]rune(c)))
-		}
-	}
 	var b strings.Builder
 	if d.run.Note != "" {
 		fmt.Fprintf(&b, "\n%s\n\n", d.run.Note)
+	}
+	aligned(&b, all)
+	if refs := references(d); refs != nil {
+		b.WriteString("\nReference Go proxies (bench/refproxy: round-robin and nothing else), ratios to nginx:\n\n")
+		aligned(&b, append([][]string{refHeader}, refs...))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// aligned writes rows of cells as columns: the first left-aligned, the
+// others right-aligned.
+func aligned(b *strings.Builder, all [][]string) {
+	var width []int
+	for _, cs := range all {
+		for i, c := range cs {
+			if i == len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], len([]rune(c)))
+		}
 	}
 	for _, cs := range all {
 		for i, c := range cs {
@@ -94,6 +109,4 @@ func writeText(w io.Writer, d *data, rows []row) error {
 		}
 		b.WriteString("\n")
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/blitzscale/router/internal/loadgen"
 )
@@ -16,6 +17,10 @@ import (
 var (
 	scenarios = []string{"throughput", "latency", "ttft", "memory"}
 	targets   = []string{"direct", "sidecar", "nginx"}
+	// refTargets are bench/refproxy's minimal Go proxies, measured in the
+	// throughput and memory scenarios for a table of their own: what Go
+	// itself costs here, next to what the sidecar costs.
+	refTargets = []string{"ref-fasthttp", "ref-httputil"}
 )
 
 // runInfo is run.json, written by run.sh: the machine and the memory
@@ -44,6 +49,8 @@ type runInfo struct {
 		StreamsWanted int     `json:"streams_wanted"`
 		Sidecar       memUsed `json:"sidecar"`
 		Nginx         memUsed `json:"nginx"`
+		// Refs are the reference proxies', by target name.
+		Refs map[string]memUsed `json:"refs"`
 	} `json:"memory"`
 }
 
@@ -75,7 +82,7 @@ func load(dir string) (*data, error) {
 	}
 	for _, s := range scenarios {
 		d.results[s] = map[string]*loadgen.Result{}
-		for _, t := range targets {
+		for _, t := range slices.Concat(targets, refTargets) {
 			var r loadgen.Result
 			err := readJSON(filepath.Join(dir, s+"-"+t+".json"), &r)
 			switch {

@@ -35,6 +35,14 @@ func writeMarkdown(w io.Writer, d *data, rows []row, dir string) error {
 		"omission avoided) and includes the load generator's timer lag; service time is from the actual send. " +
 		"docs/bench.md explains every figure.\n\n")
 	fmt.Fprintf(&b, "![latency percentiles per target](%s)\n\n", plotFile)
+	if refs := references(d); refs != nil {
+		b.WriteString("## Reference Go proxies\n\n" +
+			"bench/refproxy's minimal proxies on the same engines and load: round-robin over a keep-alive pool and " +
+			"nothing else (no routing, retries, metrics or per-event stream handling). They show what a Go HTTP stack " +
+			"itself costs on this machine. In parentheses: the ratio to nginx.\n\n")
+		mdRows(&b, refHeader, refs)
+		b.WriteString("\n")
+	}
 
 	b.WriteString("## Runs\n\n")
 	writeRuns(&b, d)
@@ -47,6 +55,11 @@ func writeMarkdown(w io.Writer, d *data, rows []row, dir string) error {
 		"Streams seen open: sidecar %d, nginx %d. nginx is the sum of its %d workers; its master adds %.1f MB. "+
 		"Per stream = (loaded − idle) / streams open.\n",
 		m.Streams, m.Sidecar.Open, m.Nginx.Open, m.Nginx.Workers, m.Nginx.MasterKB/1024)
+	for _, t := range refTargets {
+		if u, ok := m.Refs[t]; ok {
+			fmt.Fprintf(&b, "Streams seen open through %s: %d.\n", t, u.Open)
+		}
+	}
 	if m.Streams < m.StreamsWanted {
 		fmt.Fprintf(&b, "\nThe open-file limit here (%d, a hard limit) holds %d proxied streams (two descriptors each), not %d.\n",
 			r.NoFile, m.Streams, m.StreamsWanted)
@@ -60,16 +73,23 @@ func writeMarkdown(w io.Writer, d *data, rows []row, dir string) error {
 }
 
 func mdTable(b *strings.Builder, head []string, rows []row) {
+	cells := make([][]string, len(rows))
+	for i, r := range rows {
+		cells[i] = r.cells()
+		if r.verdict == missed {
+			cells[i][len(cells[i])-1] = "**MISSED**"
+		}
+	}
+	mdRows(b, head, cells)
+}
+
+func mdRows(b *strings.Builder, head []string, rows [][]string) {
 	b.WriteString("| " + strings.Join(head, " | ") + " |\n|")
 	for range head {
 		b.WriteString("---|")
 	}
 	b.WriteString("\n")
-	for _, r := range rows {
-		cs := r.cells()
-		if r.verdict == missed {
-			cs[len(cs)-1] = "**MISSED**"
-		}
+	for _, cs := range rows {
 		b.WriteString("| " + strings.Join(cs, " | ") + " |\n")
 	}
 }
@@ -95,7 +115,7 @@ func writeRuns(b *strings.Builder, d *data) {
 		return loadgen.FormatMicros(f(s))
 	}
 	for _, s := range scenarios {
-		for _, t := range targets {
+		for _, t := range slices.Concat(targets, refTargets) {
 			r := d.result(s, t)
 			if r == nil {
 				continue

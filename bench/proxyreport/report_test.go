@@ -41,13 +41,18 @@ func writeRun(t *testing.T) string {
 		put("ttft-"+tg+".json", loadgen.Result{Mode: "closed", Concurrency: 1000, Stream: true, Completed: 10, Failed: 1,
 			Errors: map[string]int64{"status_502": 1}, Latency: *summary(800000, 900000), TTFT: summary(ttft[tg], ttft[tg]+100), ITL: summary(50000, 51000)})
 	}
+	for tg, v := range map[string]float64{"ref-fasthttp": 11000, "ref-httputil": 5000} {
+		put("throughput-"+tg+".json", loadgen.Result{Mode: "closed", Concurrency: 128, Completed: 10, Throughput: v,
+			WarmupSeconds: 2, Seconds: 8, Latency: *summary(1000, 2000)})
+	}
 	var run runInfo
 	run.Note, run.CPUs, run.NoFile, run.ClkTck = "test note", 2, 20000, 100
 	// 20000 req/s × 10 s = 200000 requests; 300 ticks = 3 s: 15 µs each.
-	run.CPUTicks = map[string]float64{"throughput-sidecar": 300, "throughput-nginx": 100}
+	run.CPUTicks = map[string]float64{"throughput-sidecar": 300, "throughput-nginx": 100, "throughput-ref-fasthttp": 220}
 	run.Memory.Streams, run.Memory.StreamsWanted = 9500, 10000
 	run.Memory.Sidecar = memUsed{IdleKB: 20 * 1024, LoadedKB: 20*1024 + 9500*40, Open: 9500}
 	run.Memory.Nginx = memUsed{IdleKB: 10 * 1024, LoadedKB: 10*1024 + 9500*10, Open: 9500, Workers: 2}
+	run.Memory.Refs = map[string]memUsed{"ref-fasthttp": {IdleKB: 8 * 1024, LoadedKB: 8*1024 + 9500*30, Open: 9500}}
 	put("run.json", run)
 	if err := os.MkdirAll(filepath.Join(dir, "prof"), 0o755); err != nil {
 		t.Fatal(err)
@@ -102,6 +107,37 @@ func TestFigures(t *testing.T) {
 	}
 }
 
+func TestReferences(t *testing.T) {
+	d, err := load(writeRun(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := references(d)
+	want := [][]string{
+		// 11000 req/s × 10 s with 2.2 s of CPU: 20 µs a request; nginx 5 µs.
+		{"throughput, non-streaming, 128 workers", "9000 req/s (0.75×)", "11000 req/s (0.92×)", "5000 req/s (0.42×)", "12000 req/s"},
+		{"proxy CPU per request, 128 workers", "15µs (3.00×)", "20µs (4.00×)", "—", "5µs"},
+		{"resident memory, idle", "20.0 MB (2.00×)", "8.0 MB (0.80×)", "—", "10.0 MB"},
+		{"memory per open stream", "40.0 KB (4.00×)", "30.0 KB (3.00×)", "—", "10.0 KB"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("references:\n%q\nwant\n%q", got, want)
+	}
+	for i := range want {
+		if strings.Join(got[i], "|") != strings.Join(want[i], "|") {
+			t.Errorf("row %d:\n got %q\nwant %q", i, got[i], want[i])
+		}
+	}
+
+	// A run without reference proxies has no reference table.
+	for _, tg := range refTargets {
+		delete(d.results["throughput"], tg)
+	}
+	if got := references(d); got != nil {
+		t.Errorf("references without reference runs: %q", got)
+	}
+}
+
 func TestRunWritesReportAndPlot(t *testing.T) {
 	in, out := writeRun(t), t.TempDir()
 	var table strings.Builder
@@ -113,7 +149,7 @@ func TestRunWritesReportAndPlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"| throughput, non-streaming, 128 workers | 20000 req/s | 9000 req/s | 12000 req/s | 0.75× | 0.45× | ≥ 1.0× nginx | **MISSED** |",
-		"> **test note**", "holds 9500 proxied streams", "status_502=1", "syscall.Syscall6", "![latency percentiles"} {
+		"> **test note**", "holds 9500 proxied streams", "## Reference Go proxies", "| memory per open stream | 40.0 KB (4.00×) | 30.0 KB (3.00×) | — | 10.0 KB |", "status_502=1", "syscall.Syscall6", "![latency percentiles"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
