@@ -33,7 +33,7 @@ lint: ## gofmt check and go vet
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
-bench: ## side-by-side proxy benchmark: direct vs sidecar vs nginx (installs nginx-light; ~4 min; BENCH_QUICK=1 for a wiring check)
+bench: ## side-by-side proxy benchmark: direct vs sidecar vs nginx, plus reference Go proxies (installs nginx-light; ~5 min; BENCH_QUICK=1 for a wiring check)
 	GO=$(GO) bash bench/run.sh
 
 bench-routing: ## routing experiment: every policy, 1 sidecar vs a 4-sidecar fleet, priority flood (~3.5 min; writes bench/out/routing)
