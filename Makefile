@@ -25,10 +25,11 @@ test: ## run every test with the race detector
 test-consul: ## run the Consul tests against a real `consul agent -dev` (CONSUL_BIN or consul on PATH; skipped otherwise)
 	$(GO) test -race -count=1 -v -run '^TestConsulDev' ./discovery/consul/
 
-lint: ## gofmt check and go vet
+lint: ## gofmt check and go vet (bench/refproxy is a module of its own)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd bench/refproxy && $(GO) vet .
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
@@ -47,8 +48,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./discovery/static
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLoadReport$$' -fuzztime $(FUZZTIME) ./discovery
 
-tidy-check: ## fail if go.mod or go.sum are not tidy
+tidy-check: ## fail if go.mod or go.sum are not tidy (the router's and bench/refproxy's)
 	$(GO) mod tidy -diff
+	cd bench/refproxy && $(GO) mod tidy -diff
 
 clean: ## remove build output
 	rm -rf bin
