@@ -102,8 +102,8 @@ job "chat-api" {
         BLITZ_SIDECAR_ID       = "${NOMAD_ALLOC_ID}"
         BLITZ_SHUTDOWN_TIMEOUT = "30s"
         BLITZ_LOG_FORMAT       = "json"
-        # The sidecar shares the host with the app: two cores carry tens of
-        # thousands of requests a second (docs/bench.md), and without a cap
+        # The sidecar shares the host with the app: two cores carry about
+        # 20,000 small requests a second (docs/bench.md), and without a cap
         # Go schedules on every core of the host.
         GOMAXPROCS = "2"
       }

@@ -82,8 +82,8 @@ job "blitzscale-sidecar" {
         BLITZ_SIDECAR_ID       = "${node.unique.name}"
         BLITZ_SHUTDOWN_TIMEOUT = "30s"
         BLITZ_LOG_FORMAT       = "json"
-        # The sidecar shares the host with the app: two cores carry tens of
-        # thousands of requests a second (docs/bench.md), and without a cap
+        # The sidecar shares the host with the app: two cores carry about
+        # 20,000 small requests a second (docs/bench.md), and without a cap
         # Go schedules on every core of the host.
         GOMAXPROCS = "2"
       }
