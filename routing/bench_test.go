@@ -88,15 +88,32 @@ func benchSnapshot(b *testing.B, n int) discovery.Snapshot {
 	return snapshot(b, ins...)
 }
 
-// BenchmarkUpdate is the cost of building and swapping a table: paid per
-// registry change and per confirmation of an unchanged view (about every
-// 30 s), never per request.
+// BenchmarkUpdate is the cost of taking a snapshot, never paid per
+// request: "changed" builds and swaps a new table (per registry change),
+// "confirmed" is a registry re-sending the same view (about every 30 s),
+// which keeps the table and only compares.
 func BenchmarkUpdate(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		snap := benchSnapshot(b, n)
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+		changed := benchSnapshot(b, n)
+		changed.Instances[n/2].Draining = true
+		b.Run(fmt.Sprintf("changed/n=%d", n), func(b *testing.B) {
 			p, _ := NewPicker("auto")
 			r := NewRouter(p)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if i++; i%2 == 0 {
+					r.Update(snap)
+				} else {
+					r.Update(changed)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("confirmed/n=%d", n), func(b *testing.B) {
+			p, _ := NewPicker("auto")
+			r := NewRouter(p)
+			r.Update(snap)
 			b.ReportAllocs()
 			for b.Loop() {
 				r.Update(snap)

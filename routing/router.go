@@ -133,7 +133,7 @@ func (r *Router) Reconfigure(cfg Config, p Picker) error {
 	r.picker.Store(&pickerBox{p})
 	r.mu.Unlock()
 	if t := r.table.Load(); t != nil {
-		r.Update(t.Snapshot())
+		r.update(t.Snapshot(), true) // the same view under new caps
 	}
 	return nil
 }
@@ -141,27 +141,49 @@ func (r *Router) Reconfigure(cfg Config, p Picker) error {
 // Update builds a table from snap and makes it current. Loads of instances
 // that remain keep their counters, and queued requests keep their place;
 // every queue's head retries, since instances may have come or gone.
-func (r *Router) Update(snap discovery.Snapshot) *Table {
+//
+// A snapshot that only confirms the current view (the same source,
+// staleness and instances, with a newer sync time) keeps the table's
+// routing as it is: the current table is copied with the new snapshot,
+// which costs a comparison, not a rebuild.
+func (r *Router) Update(snap discovery.Snapshot) *Table { return r.update(snap, false) }
+
+// update is Update; rebuild forces a new table for an unchanged view (the
+// configuration changed).
+func (r *Router) update(snap discovery.Snapshot, rebuild bool) *Table {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if cur := r.table.Load(); !rebuild && cur != nil && cur.sameView(snap) {
+		t := *cur
+		t.snapshot = snap
+		r.dropIdleQueues(&t)
+		r.table.Store(&t)
+		return &t
+	}
 	t := newTable(snap, *r.cfg.Load(), &r.st, r.now())
 	keep := make(map[string]bool, len(snap.Instances))
 	for _, in := range snap.Instances {
 		keep[in.ID] = true
 	}
 	r.st.loads.leave(keep)
-	for m, q := range r.st.queues {
-		// A queue of a model that left stays while requests wait in it;
-		// their retry tells them the model is gone.
-		if t.byModel[m] == nil && q.len.Load() == 0 {
-			delete(r.st.queues, m)
-		}
-	}
+	r.dropIdleQueues(t)
 	r.table.Store(t)
 	for _, q := range r.st.queues {
 		q.wakeHead()
 	}
 	return t
+}
+
+// dropIdleQueues forgets the empty queues of models t does not serve. A
+// queue of a model that left stays while requests wait in it (their retry
+// tells them the model is gone); a later update, a confirmation included,
+// drops it. The caller holds r.mu.
+func (r *Router) dropIdleQueues(t *Table) {
+	for m, q := range r.st.queues {
+		if t.byModel[m] == nil && q.len.Load() == 0 {
+			delete(r.st.queues, m)
+		}
+	}
 }
 
 // Table returns the current table, or nil before the first Update.

@@ -260,3 +260,55 @@ func TestEWMA(t *testing.T) {
 		t.Errorf("after 200ms: %v, want 120ms (alpha 0.2)", got)
 	}
 }
+
+// TestConfirmationKeepsTheRouting: a snapshot that only confirms the view
+// (same instances, later sync time) keeps the table's routing, endpoints
+// and /v1/models body, and carries the new sync time; a changed instance
+// and a reconfiguration rebuild it.
+func TestConfirmationKeepsTheRouting(t *testing.T) {
+	r := NewRouter(&RoundRobin{})
+	snap := snapshot(t, capped("a", 4, "m"), inst("b", "m"))
+	first := r.Update(snap)
+
+	confirm := snap
+	confirm.SyncedAt = snap.SyncedAt.Add(30 * time.Second)
+	got := r.Update(confirm)
+	if r.Table() != got || !got.Snapshot().SyncedAt.Equal(confirm.SyncedAt) {
+		t.Fatalf("current table synced at %v; want the confirmation's %v", r.Table().Snapshot().SyncedAt, confirm.SyncedAt)
+	}
+	if got.Endpoint("a") != first.Endpoint("a") || !got.BuiltAt().Equal(first.BuiltAt()) || string(got.ModelsJSON()) != string(first.ModelsJSON()) {
+		t.Error("a confirmation rebuilt the table")
+	}
+
+	for _, tc := range []struct {
+		name   string
+		change func(*discovery.Snapshot)
+	}{
+		{"address", func(s *discovery.Snapshot) { s.Instances[1].Address = "127.0.0.1:2" }},
+		{"meta", func(s *discovery.Snapshot) { s.Instances[0].Meta = map[string]string{"max_concurrency": "8"} }},
+		{"draining", func(s *discovery.Snapshot) { s.Instances[1].Draining = true }},
+		{"stale", func(s *discovery.Snapshot) { s.Stale = true }},
+		{"source", func(s *discovery.Snapshot) { s.Source = "other" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next := snapshot(t, capped("a", 4, "m"), inst("b", "m"))
+			tc.change(&next)
+			before := r.Update(snap)
+			after := r.Update(next)
+			if after.Endpoint("a") == before.Endpoint("a") {
+				t.Errorf("a changed %s kept the old table", tc.name)
+			}
+		})
+	}
+
+	// A reload rebuilds the same view under the new caps.
+	before := r.Update(snap)
+	if err := r.Reconfigure(Config{MaxInflightPerInstance: 3}, &RoundRobin{}); err != nil {
+		t.Fatal(err)
+	}
+	after := r.Table()
+	if after.Endpoint("b") == before.Endpoint("b") || after.Endpoint("b").MaxInflight != 3 {
+		t.Errorf("reconfigured table: b's cap %d, same endpoint %v; want 3 on a new one",
+			after.Endpoint("b").MaxInflight, after.Endpoint("b") == before.Endpoint("b"))
+	}
+}

@@ -174,7 +174,15 @@ func (t *Table) Models() []string { return t.models }
 // ModelsJSON is the ready-made body of GET /v1/models.
 func (t *Table) ModelsJSON() []byte { return t.modelsJSON }
 
-// BuiltAt is when the table replaced its predecessor.
+// sameView reports whether snap describes the view t routes on: the same
+// source, staleness and instances. Its sync time may differ.
+func (t *Table) sameView(snap discovery.Snapshot) bool {
+	return t.snapshot.Source == snap.Source && t.snapshot.Stale == snap.Stale &&
+		slices.EqualFunc(t.snapshot.Instances, snap.Instances, discovery.Instance.Equal)
+}
+
+// BuiltAt is when the table's routing was built: a confirmation of the
+// same view keeps it.
 func (t *Table) BuiltAt() time.Time { return t.builtAt }
 
 // ForModel returns the route of model, or nil when no instance serves it.
